@@ -1,0 +1,37 @@
+"""The engine interface the evaluation runner and server talk to (HF today, vLLM too)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..planning.blocks import PlanConfig
+from ..planning.policies import Policy
+from ..protocol.context import PromptLayout, Span
+from .hf.generate import GenerationResult
+
+
+class Engine(Protocol):
+    """Generates for a batch of laid-out prompts under a policy; one result per prompt."""
+
+    name: str
+    tokenizer: Any
+
+    def generate(self, layouts: list[PromptLayout], *, policy: str | Policy,
+                 config: PlanConfig, max_new_tokens: int,
+                 evidence: list[list[Span]] | None = None) -> list[GenerationResult]: ...
+
+
+class HFEngine:
+    """The transformers engine: :func:`dac.engines.hf.generate` on a loaded model."""
+
+    name = "hf"
+
+    def __init__(self, model: Any, tokenizer: Any):
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def generate(self, layouts, *, policy, config, max_new_tokens, evidence=None):
+        from .hf.generate import generate
+
+        return generate(self.model, self.tokenizer, layouts, policy=policy, config=config,
+                        max_new_tokens=max_new_tokens, evidence=evidence)

@@ -1,0 +1,53 @@
+"""Which Hugging Face models the engine computes exactly, and a clear refusal for the rest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def _text_config(config: Any) -> Any:
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
+def check_supported(model: Any) -> None:
+    """Raise :class:`UnsupportedModelError` if DAC decode would not be exact for ``model``.
+
+    DAC swaps the attention function of full-attention decoder layers. Models whose attention
+    does something that function does not reproduce are refused rather than computed wrongly.
+    """
+    cfg = _text_config(model.config)
+    name = type(model).__name__
+    if getattr(cfg, "is_encoder_decoder", False):
+        raise UnsupportedModelError(f"{name}: encoder-decoder models are not supported")
+    if getattr(cfg, "attn_logit_softcapping", None):
+        raise UnsupportedModelError(
+            f"{name}: attention logit soft-capping is not supported by the DAC kernels")
+    layer_types = getattr(cfg, "layer_types", None) or []
+    other = sorted({t for t in layer_types if t != "full_attention"})
+    if other:
+        raise UnsupportedModelError(
+            f"{name}: layers of type {', '.join(other)} (e.g. sliding-window or linear attention) "
+            "are not supported; only full-attention decoders are")
+    window = getattr(cfg, "sliding_window", None)
+    if window and getattr(cfg, "use_sliding_window", True):
+        raise UnsupportedModelError(
+            f"{name}: sliding-window attention (window {window}) is not supported")
+    if getattr(cfg, "alibi", False) or getattr(cfg, "position_embedding_type", "") == "alibi":
+        raise UnsupportedModelError(f"{name}: ALiBi position biases are not supported")
+    can_set = getattr(model, "_can_set_attn_implementation", None)
+    if callable(can_set) and not can_set():
+        raise UnsupportedModelError(
+            f"{name}: the model does not dispatch attention through transformers' AttentionInterface")
+    if not attention_modules(model):
+        raise UnsupportedModelError(f"{name}: no attention layers with a layer index were found")
+
+
+def attention_modules(model: Any) -> list[Any]:
+    """The self-attention modules the attention function will be called with."""
+    return [m for m in model.modules()
+            if hasattr(m, "layer_idx") and hasattr(m, "head_dim") and type(m).__name__.endswith("Attention")]

@@ -1,0 +1,101 @@
+"""Loading models offline, and tiny random-weight models of real architectures for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .protocol.prompt import SYSTEM_PROMPT
+
+SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def load(path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
+         device: str | None = None) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a local directory, never from the network."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path)
+    if not p.is_dir():
+        raise ModelLoadError(f"model directory not found: {path}")
+    if not (p / "config.json").is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a transformers model directory")
+    try:
+        tok = AutoTokenizer.from_pretrained(p, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=dtype)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    if device:
+        model.to(device)
+    return model, tok
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 2048,
+                    extra_tokens: list[str] | None = None) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts`` (fast, offline, with offsets)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token=None))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tk.train_from_iterator(texts, trainer)
+    if extra_tokens:
+        tk.add_tokens(extra_tokens)
+    tk.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tk.token_to_id("<s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+_TINY_CORPUS = SYSTEM_PROMPT + """
+The quick brown fox jumps over the lazy dog. One of the special magic numbers for the key is
+1234567. Question: What is the value? Answer: [[focus S3]] [[global]] [[local]] S1 S2 S10
+The section lists the river, the mountain, the city and the harbour. Numbers 0 1 2 3 4 5 6 7 8 9.
+"""
+
+
+def tiny_tokenizer(vocab_size: int = 512) -> Any:
+    return train_tokenizer([_TINY_CORPUS] * 4, vocab_size=vocab_size)
+
+
+def tiny_model(family: str = "llama", vocab_size: int = 512, *, hidden: int = 64,
+               layers: int = 2, heads: int = 4, kv_heads: int = 2, head_dim: int = 16,
+               max_positions: int = 4096, seed: int = 0, dtype: torch.dtype = torch.float32) -> Any:
+    """A random-weight model of a real architecture: ``llama``, ``qwen2``, ``qwen3``, ``gemma``,
+    ``mistral`` (sliding window, refused by the engine) or ``gemma2`` (soft-capping, refused)."""
+    import transformers as tf
+
+    common = dict(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
+                  num_hidden_layers=layers, num_attention_heads=heads,
+                  num_key_value_heads=kv_heads, max_position_embeddings=max_positions,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    cls = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, {"head_dim": head_dim}),
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, {}),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {"head_dim": head_dim}),
+        "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM, {"head_dim": head_dim}),
+        "mistral": (tf.MistralConfig, tf.MistralForCausalLM,
+                    {"head_dim": head_dim, "sliding_window": 128}),
+        "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM, {"head_dim": head_dim}),
+    }
+    if family not in cls:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(cls)}")
+    config_cls, model_cls, extra = cls[family]
+    torch.manual_seed(seed)
+    config = config_cls(**common, **extra)
+    config._attn_implementation = "sdpa"
+    model = model_cls(config).to(dtype)
+    model.eval()
+    return model
