@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,25 @@ from .planning.blocks import PlanConfig
 from .planning.policies import get_policy
 
 
+_PLAN_ARGS = ("block_size", "sink_tokens", "window", "local_window")
+
+
 def add_plan_args(p: argparse.ArgumentParser) -> None:
-    """Options of :class:`PlanConfig`, shared by every command that decodes."""
+    """Options of :class:`PlanConfig`, shared by every command that decodes. Unset options
+    take the model's own defaults (``dac_config.json`` in its folder), else PlanConfig's."""
     d = PlanConfig()
-    g = p.add_argument_group("mask planning")
-    g.add_argument("--block-size", type=int, default=d.block_size, help="KV block size in tokens")
-    g.add_argument("--sink-tokens", type=int, default=d.sink_tokens,
-                   help="first tokens always read")
-    g.add_argument("--window", type=int, default=d.window,
-                   help="recent tokens read in focus mode")
-    g.add_argument("--local-window", type=int, default=d.local_window,
-                   help="recent tokens read in local mode")
+    g = p.add_argument_group("mask planning (default: the model's dac_config.json)")
+    g.add_argument("--block-size", type=int, help=f"KV block size in tokens ({d.block_size})")
+    g.add_argument("--sink-tokens", type=int, help=f"first tokens always read ({d.sink_tokens})")
+    g.add_argument("--window", type=int, help=f"recent tokens read in focus mode ({d.window})")
+    g.add_argument("--local-window", type=int,
+                   help=f"recent tokens read in local mode ({d.local_window})")
 
 
-def plan_config(args: argparse.Namespace) -> PlanConfig:
-    return PlanConfig(block_size=args.block_size, sink_tokens=args.sink_tokens,
-                      window=args.window, local_window=args.local_window)
+def plan_config(args: argparse.Namespace, base: PlanConfig) -> PlanConfig:
+    """``base`` with the options given on the command line (validated by PlanConfig)."""
+    given = {k: getattr(args, k) for k in _PLAN_ARGS if getattr(args, k, None) is not None}
+    return replace(base, **given)
 
 
 def add_parser(sub: Any) -> None:
@@ -46,11 +50,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (stable schema)")
     add_plan_args(p)
     p.set_defaults(handler=run_generate)
+    add_demo_parser(sub)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from .engines.hf import generate
-    from .models import load
+    from .models import load, load_plan_config
     from .protocol.context import build_prompt, split_sections
 
     if not args.question.strip():
@@ -60,7 +65,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.section_chars < 16:
         raise ValueError("--section-chars must be at least 16")
     policy = get_policy(args.policy)
-    cfg = plan_config(args)
+    plan_config(args, PlanConfig())  # validate the options before loading anything
     path = Path(args.context)
     if not path.is_file():
         raise FileNotFoundError(f"context file not found: {args.context}")
@@ -72,6 +77,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if not sections:
         raise ValueError(f"context file is empty: {args.context}")
     model, tok = load(args.model, device=args.device)
+    cfg = plan_config(args, load_plan_config(args.model))
     layout = build_prompt(tok, sections, args.question)
     result = generate(model, tok, [layout], policy=policy, config=cfg,
                       max_new_tokens=args.max_new_tokens)[0]
@@ -108,3 +114,97 @@ def print_result(payload: dict[str, Any]) -> None:
               f"steps = [bold]{kv['fraction']:.1%}[/bold] of full attention "
               f"(policy {payload['policy']}, {payload['sections']} sections, "
               f"{payload['prompt_tokens']} prompt tokens)")
+
+
+# -- dac demo ------------------------------------------------------------------------------
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "dac-tiny"
+
+
+def add_demo_parser(sub: Any) -> None:
+    p = sub.add_parser("demo", help="the embedded demonstration (default model, one long document)",
+                       description="Generate a long document with a hidden fact, ask about it, and "
+                       "show the model's directives, the answer, the KV fraction read under DAC "
+                       "versus full attention, and a picture of what each decode step read.")
+    p.add_argument("--model", default=None,
+                   help="model directory (default: the bundled demonstration model)")
+    p.add_argument("--task", default="niah_single_prose", help="task generator (see dac eval --help)")
+    p.add_argument("--length", type=int, default=4096, help="prompt length in tokens")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--out", default="runs/demo", help="folder for the picture and JSON")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from .engines.hf import generate
+    from .models import load, load_plan_config, tiny_model, tiny_tokenizer
+    from .tasks import TASKS, make_sample, score
+    from .viz import plot_read_timeline
+
+    if args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
+    if args.length < 64:
+        raise ValueError("--length must be at least 64")
+    notice = ""
+    model_dir = Path(args.model) if args.model else DEFAULT_MODEL
+    if args.model or (DEFAULT_MODEL / "config.json").is_file():
+        model, tok = load(model_dir)
+        cfg = load_plan_config(model_dir)
+        name = model_dir.name
+    else:
+        notice = ("no trained demonstration model is bundled: using a random-weight model "
+                  "(directives and answers will be noise; the pipeline is real)")
+        tok = tiny_tokenizer()
+        model = tiny_model("llama", vocab_size=len(tok), max_positions=args.length * 2 + 256)
+        cfg = PlanConfig()
+        name = "random-tiny-llama"
+    # a random model says nothing worth reading: make it write a full-length answer anyway
+    extra = {"min_new_tokens": TASKS[args.task].max_new_tokens} if notice else {}
+    spec = TASKS[args.task]
+    sample = make_sample(args.task, tok, args.length, args.seed)
+    layout = sample.layout(tok)
+    evidence = sample.evidence_spans(layout)
+    runs = {}
+    for pol in ("dac", "full"):
+        res = generate(model, tok, [layout], policy=pol, config=cfg,
+                       max_new_tokens=spec.max_new_tokens, evidence=[evidence], **extra)[0]
+        runs[pol] = (res, score(args.task, res.answer, sample))
+    dac_res, dac_score = runs["dac"]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    lengths = [s.length for s in dac_res.steps]
+    events = [(e.step, e.text) for e in dac_res.events]
+    png = None if not dac_res.blocks else plot_read_timeline(dac_res.blocks, lengths, layout, cfg.block_size,
+                             out / "timeline.png", evidence=evidence, events=events,
+                             title=f"{name}: {args.task}, {layout.prompt_len} prompt tokens, "
+                             f"DAC read {dac_res.fraction:.1%} of the KV")
+    payload = {
+        "model": name, "notice": notice, "task": args.task, "question": sample.question,
+        "expected": sample.answers, "ideal": sample.target, "prompt_tokens": layout.prompt_len,
+        "sections": layout.num_sections, "block_size": cfg.block_size,
+        "evidence_sections": sorted({s for s, _, _ in sample.evidence}),
+        "runs": {pol: {**r.to_dict(), "score": sc} for pol, (r, sc) in runs.items()},
+        "timeline_png": str(png) if png else None,
+    }
+    (out / "demo.json").write_text(json.dumps(payload, indent=2))
+    if args.json:
+        json.dump(payload, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+
+    con = Console()
+    if notice:
+        con.print(f"[yellow]note:[/yellow] {notice}")
+    con.print(f"[bold]{name}[/bold] on {args.task}: {layout.prompt_len} prompt tokens in "
+              f"{layout.num_sections} sections; the fact sits in section(s) "
+              f"{', '.join(f'S{s}' for s in payload['evidence_sections'])}")
+    con.print(f"[bold]question[/bold]: {sample.question}")
+    con.print(f"[bold]expected[/bold]: {', '.join(sample.answers)}")
+    print_result({**dac_res.to_dict(), "policy": "dac", "sections": layout.num_sections})
+    full_res, full_score = runs["full"]
+    con.print(f"score under DAC: {dac_score:.2f}   under full attention: {full_score:.2f} "
+              f"(answer: {full_res.answer!r})")
+    if png:
+        con.print(f"picture of what each decode step read: {png}")
+    return 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .protocol.prompt import SYSTEM_PROMPT
+
+if TYPE_CHECKING:
+    from .planning.blocks import PlanConfig
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -21,7 +24,9 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
          device: str | None = None) -> tuple[Any, Any]:
     """Load a causal LM and its tokenizer from a local directory, never from the network."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a CLI prints its own output, not loader bars
     p = Path(path)
     if not p.is_dir():
         raise ModelLoadError(f"model directory not found: {path}")
@@ -36,6 +41,29 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
     if device:
         model.to(device)
     return model, tok
+
+
+DAC_CONFIG = "dac_config.json"
+
+
+def load_plan_config(path: str | os.PathLike) -> PlanConfig:
+    """The PlanConfig a model was trained or tuned with (``dac_config.json`` beside its
+    weights: PlanConfig fields at top level or under ``"plan"``), else the defaults."""
+    import dataclasses
+    import json
+
+    from .planning.blocks import PlanConfig
+
+    f = Path(path) / DAC_CONFIG
+    if not f.is_file():
+        return PlanConfig()
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
+    data = data.get("plan", data) if isinstance(data, dict) else {}
+    names = {fld.name for fld in dataclasses.fields(PlanConfig)}
+    return PlanConfig(**{k: v for k, v in data.items() if k in names})
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 2048,

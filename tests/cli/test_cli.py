@@ -1,0 +1,100 @@
+import json
+
+import pytest
+
+from dac.cli import main
+from dac.models import tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    d = tmp_path_factory.mktemp("model")
+    tiny_model("llama", vocab_size=len(tokenizer), max_positions=2048).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    (d / "dac_config.json").write_text(json.dumps({"plan": {"block_size": 32, "window": 64}}))
+    return d
+
+
+@pytest.fixture
+def context(tmp_path):
+    f = tmp_path / "doc.txt"
+    f.write_text("\n\n".join(f"Paragraph {i}: the river and the mountain. " * 4 for i in range(12)))
+    return f
+
+
+def one_error_line(capsys, rc):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("dac: error: "), err
+    return err[0]
+
+
+def test_generate_json_schema(model_dir, context, capsys):
+    rc = main(["generate", "--model", str(model_dir), "--context", str(context),
+               "--question", "Which river?", "--json", "--max-new-tokens", "4",
+               "--section-chars", "200"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["schema"] == "dac.generation/1"
+    assert set(out) >= {"answer", "text", "timeline", "kv", "policy", "sections", "block_size"}
+    assert out["block_size"] == 32  # from the model's dac_config.json
+    assert set(out["kv"]) == {"read", "full", "fraction", "decode_steps"}
+    assert 0 < out["kv"]["fraction"] <= 1
+
+
+def test_generate_human_output(model_dir, context, capsys):
+    rc = main(["generate", "--model", str(model_dir), "--context", str(context),
+               "--question", "Which river?", "--max-new-tokens", "3", "--policy", "streaming",
+               "--block-size", "16"])
+    assert rc == 0
+    assert "KV read:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--model", "/nonexistent/model"], "model directory not found"),
+    (["--question", "   "], "question is empty"),
+    (["--policy", "bogus"], "unknown policy"),
+    (["--policy", "quest:budget=7"], "out of range"),
+    (["--block-size", "0"], "block_size must be positive"),
+    (["--context", "/nonexistent.txt"], "context file not found"),
+    (["--max-new-tokens", "0"], "max-new-tokens"),
+])
+def test_generate_bad_input_is_one_line(model_dir, context, capsys, args, needle):
+    base = {"--model": str(model_dir), "--context": str(context), "--question": "Which river?"}
+    flat = []
+    given = dict(zip(args[::2], args[1::2]))
+    for k, v in {**base, **given}.items():
+        flat += [k, v]
+    line = one_error_line(capsys, main(["generate", *flat]))
+    assert needle in line
+
+
+def test_context_longer_than_the_model_allows(model_dir, tmp_path, capsys):
+    f = tmp_path / "long.txt"
+    f.write_text("\n\n".join("word " * 200 for _ in range(40)))
+    line = one_error_line(capsys, main(["generate", "--model", str(model_dir), "--context", str(f),
+                                        "--question", "q?"]))
+    assert "exceeds the model's limit" in line
+
+
+def test_not_a_model_dir(tmp_path, context, capsys):
+    line = one_error_line(capsys, main(["generate", "--model", str(tmp_path), "--context",
+                                        str(context), "--question", "q?"]))
+    assert "config.json" in line
+
+
+def test_bad_arguments_exit_nonzero(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--nope"])
+    assert e.value.code == 2
+    assert main([]) == 2
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    rc = main(["demo", "--length", "512", "--out", str(tmp_path), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out["runs"]) == {"dac", "full"}
+    assert (tmp_path / "demo.json").is_file()
+    if out["runs"]["dac"]["kv"]["decode_steps"]:
+        assert (tmp_path / "timeline.png").stat().st_size > 1000
