@@ -184,9 +184,15 @@ class DACSession:
             self._base.append(self.policy.plan(state, cfg))
         self._index, self._valid = positions_from_blocks(
             self._base, self._lengths, self._pads, cfg.block_size, ids.device)
-        self._layer_reads = [0.0] * len(self.traces)
-        self._layer_recall = [0.0] * len(self.traces)
         self._layers_seen = 0
+        if self.policy.query_aware:  # filled layer by layer in _select
+            self._layer_reads = [0.0] * len(self.traces)
+            self._layer_recall = [0.0] * len(self.traces)
+        else:  # one plan for every layer: account for it once, as if summed over layers
+            self._layer_reads = [float(tokens_in_blocks(blk, n, cfg.block_size))
+                                 for blk, n in zip(self._base, self._lengths)]
+            self._layer_recall = [coverage(blk, tr.evidence, cfg.block_size) if tr.evidence else 0.0
+                                  for blk, tr in zip(self._base, self.traces)]
 
     def _start(self, ids: torch.Tensor, mask: torch.Tensor | None, cache: Any) -> None:
         if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
@@ -216,7 +222,7 @@ class DACSession:
     def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         if not self.decoding or self._layers_seen == 0:
             return
-        n_layers = self._layers_seen
+        n_layers = self._layers_seen if self.policy.query_aware else 1
         logits = getattr(output, "logits", None)
         for b, tr in enumerate(self.traces):
             if not self._active[b]:
@@ -234,16 +240,8 @@ class DACSession:
     # -- the decode attention --------------------------------------------------------------
     def attend(self, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                scaling: float | None) -> torch.Tensor:
-        cfg = self.config
         self._layers_seen += 1
         if not self.policy.query_aware:
-            for b, tr in enumerate(self.traces):
-                if self._active[b]:
-                    self._layer_reads[b] += tokens_in_blocks(self._base[b], self._lengths[b],
-                                                             cfg.block_size)
-                    if tr.evidence:
-                        self._layer_recall[b] += coverage(self._base[b], tr.evidence,
-                                                          cfg.block_size)
             return self.kernel(query, key, value, self._index, self._valid, scaling)
         index, valid = self._select(module.layer_idx, query, key, scaling)
         return self.kernel(query, key, value, index, valid, scaling)
