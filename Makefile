@@ -7,7 +7,6 @@ STAMP := $(VENV)/.dac-installed
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	# torch first and exactly: the CPU build on disk (a looser pin pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,serve,vllm]'

@@ -84,6 +84,8 @@ def coverage(blocks: Iterable[int], spans: Iterable[Span], block_size: int) -> f
     kept = set(blocks)
     total = hit = 0
     for s in spans:
+        if s.end <= s.start:  # empty or inverted: no tokens (and no negative hits)
+            continue
         total += len(s)
         for j in range(s.start // block_size, num_blocks(s.end, block_size)):
             if j in kept:
