@@ -1,0 +1,99 @@
+"""Attention backends whose metadata builders compact the block tables of DAC decode rows.
+
+Each backend subclasses vLLM's own and only changes the builder: before the parent's ``build``
+it rewrites :class:`CommonAttentionMetadata` (block table, ``seq_lens``,
+``seq_lens_cpu_upper_bound``, ``max_seq_len``) for the rows that have a plan in
+:data:`.worker.CURRENT_PLANS` -- the pattern of vLLM's own chunked-local-attention builder.
+The kernel then reads only the kept blocks; positions and the slot mapping (KV writes) are
+untouched. Prefill rows and rows of requests without DAC are passed through unchanged.
+
+The classes live at module level in importable modules (vLLM resolves a backend from its class
+path). The CPU backend is tested; the FlashAttention and FlashInfer ones follow the same
+pattern and are only defined where those backends import.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from .compaction import compact_rows, kernel_blocks
+from .worker import CURRENT_PLANS
+
+logger = logging.getLogger("dac.vllm")
+
+
+def apply_plans(cm: Any, kernel_block: int) -> Any:
+    """``cm`` with the DAC decode rows compacted (``cm`` itself when nothing applies)."""
+    plans = CURRENT_PLANS.get()
+    if not plans:
+        return cm
+    qsl = cm.query_start_loc_cpu.tolist()
+    upper = cm.seq_lens_cpu_upper_bound
+    lens = upper.tolist() if upper is not None else cm.seq_lens.cpu().tolist()
+    rows: dict[int, list[int]] = {}
+    for row, plan in plans.items():
+        if row >= cm.num_reqs or qsl[row + 1] - qsl[row] != 1:
+            continue  # decode rows only (one query token)
+        if int(lens[row]) != plan.length:
+            logger.warning("DAC: row %d of request %s has %d tokens, its plan %d; read in full",
+                           row, plan.req_id, int(lens[row]), plan.length)
+            continue
+        try:
+            kept = kernel_blocks(plan.blocks, plan.length, plan.block_size, kernel_block)
+        except ValueError as e:
+            logger.warning("DAC: request %s read in full: %s", plan.req_id, e)
+            continue
+        if len(kept) == -(-plan.length // kernel_block):
+            continue  # everything is kept: nothing to compact
+        rows[row] = kept
+    if not rows:
+        return cm
+    known = {row: plans[row].length for row in rows}
+    bt, sl, new = compact_rows(cm.block_table_tensor, cm.seq_lens, rows, kernel_block, known)
+    new_upper = None
+    if upper is not None:
+        new_upper = upper.clone()
+        for row, n in zip(rows, new):
+            new_upper[row] = n
+    return replace(cm, block_table_tensor=bt, seq_lens=sl, seq_lens_cpu_upper_bound=new_upper,
+                   max_seq_len=int(max(new_upper.tolist() if new_upper is not None
+                                       else sl.tolist())))
+
+
+class DACBuilderMixin:
+    """Mixed into a vLLM metadata builder: compact DAC rows, then build as usual."""
+
+    # the runner may otherwise reuse another group's metadata with only the block table swapped
+    supports_update_block_table = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[call-arg]
+        from .worker import install_runner_hook
+
+        install_runner_hook()  # builders exist only in worker processes
+
+    def build(self, common_prefix_len: int, common_attn_metadata: Any,
+              fast_build: bool = False) -> Any:
+        cm = apply_plans(common_attn_metadata, self.kv_cache_spec.block_size)  # type: ignore[attr-defined]
+        if cm is not common_attn_metadata:
+            common_prefix_len = 0  # a shared prefix no longer lines up across rows
+        return super().build(common_prefix_len, cm, fast_build)  # type: ignore[misc]
+
+
+# -- CPU (tested) -------------------------------------------------------------------------
+from vllm.v1.attention.backends.cpu_attn import (  # noqa: E402
+    CPUAttentionBackend,
+    CPUAttentionMetadataBuilder,
+)
+
+
+class DACCPUAttentionMetadataBuilder(DACBuilderMixin, CPUAttentionMetadataBuilder):
+    pass
+
+
+class DACCPUAttentionBackend(CPUAttentionBackend):
+    @staticmethod
+    def get_builder_cls() -> type[DACCPUAttentionMetadataBuilder]:
+        return DACCPUAttentionMetadataBuilder

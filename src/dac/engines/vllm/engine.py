@@ -1,0 +1,126 @@
+"""``VLLMEngine``: the :class:`dac.engines.base.Engine` interface on a vLLM ``LLM``.
+
+Each layout becomes one request: its prompt token ids, greedy sampling, and the DAC options plus
+its section spans in ``SamplingParams.extra_args`` (:func:`.options.to_extra_args`). The worker
+applies the plan; the directive timeline and KV accounting of the result are a replay of the
+same tracker over the returned token ids (:func:`.tracker.replay`).
+
+The DAC block size of a request must be a multiple of the engine's KV block size: build the
+engine with ``block_size`` equal to the planner's (the default here, 64).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...planning.blocks import PlanConfig
+from ...planning.policies import Policy, get_policy
+from ...protocol.context import PromptLayout, Span
+from ...protocol.parser import strip_directives
+from ..hf.generate import ContextTooLongError, GenerationResult
+from .options import DACOptionError, parse_options, to_extra_args
+from .support import unsupported_reasons
+from .tracker import eos_token_ids, replay
+
+#: engine arguments DAC needs (see :mod:`.support`); callers may add others
+DAC_ENGINE_ARGS: dict[str, Any] = {
+    "enable_prefix_caching": False,
+    "async_scheduling": False,
+}
+
+
+class VLLMEngine:
+    """Generate with vLLM + the DAC plugin; results are :class:`GenerationResult` objects."""
+
+    name = "vllm"
+
+    def __init__(self, model: str | None = None, *, llm: Any = None, tokenizer: Any = None,
+                 block_size: int = 64, **llm_kwargs: Any):
+        if llm is None:
+            if model is None:
+                raise ValueError("VLLMEngine needs a model directory or an LLM")
+            from vllm import LLM
+
+            kwargs = dict(DAC_ENGINE_ARGS, block_size=block_size, enforce_eager=True,
+                          gpu_memory_utilization=0.25)
+            kwargs.update(llm_kwargs)
+            llm = LLM(model=str(model), **kwargs)
+        self.llm = llm
+        vcfg = llm.llm_engine.vllm_config
+        reasons = unsupported_reasons(vcfg)
+        if reasons:
+            raise ValueError("this vLLM engine cannot run DAC exactly: " + "; ".join(reasons))
+        self.block_size = int(vcfg.cache_config.block_size)
+        self.max_model_len = int(vcfg.model_config.max_model_len)
+        if tokenizer is None:
+            from .worker import load_tokenizer
+
+            tokenizer = load_tokenizer(vcfg.model_config)
+        self.tokenizer = tokenizer
+        from .worker import load_eos
+
+        self.eos_ids = load_eos(vcfg.model_config, tokenizer)
+
+    def sampling_params(self, layout: PromptLayout, *, policy: str | Policy, config: PlanConfig,
+                        max_new_tokens: int, **kwargs: Any) -> Any:
+        """Greedy ``SamplingParams`` carrying the DAC options of one request."""
+        from vllm import SamplingParams
+
+        extra = to_extra_args(layout, config, policy)
+        parse_options(extra, kernel_block_size=self.block_size)  # fail here, not in the worker
+        extra.update(kwargs.pop("extra_args", None) or {})
+        kwargs.setdefault("temperature", 0.0)
+        return SamplingParams(max_tokens=max_new_tokens, extra_args=extra, **kwargs)
+
+    def generate(self, layouts: list[PromptLayout], *, policy: str | Policy = "dac",
+                 config: PlanConfig | None = None, max_new_tokens: int = 64,
+                 evidence: list[list[Span]] | None = None, use_tqdm: bool = False,
+                 **sampling: Any) -> list[GenerationResult]:
+        """One :class:`GenerationResult` per layout (greedy unless ``sampling`` says otherwise)."""
+        config = config or PlanConfig(block_size=self.block_size)
+        policy = get_policy(policy)
+        if max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
+        if config.block_size % self.block_size:
+            raise DACOptionError(f"block size {config.block_size} must be a multiple of the "
+                                 f"engine's KV block size {self.block_size}")
+        evidence = evidence or [[] for _ in layouts]
+        if len(evidence) != len(layouts):
+            raise ValueError("evidence must have one entry per layout")
+        for lay in layouts:
+            if lay.prompt_len + max_new_tokens > self.max_model_len:
+                raise ContextTooLongError(
+                    f"prompt of {lay.prompt_len} tokens + {max_new_tokens} new tokens exceeds the "
+                    f"engine's limit of {self.max_model_len} positions")
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=list(lay.input_ids)) for lay in layouts]
+        params = [self.sampling_params(lay, policy=policy, config=config,
+                                       max_new_tokens=max_new_tokens, **dict(sampling))
+                  for lay in layouts]
+        outs = self.llm.generate(prompts, params, use_tqdm=use_tqdm)
+        results = []
+        for out, lay, ev, sp in zip(outs, layouts, evidence, params):
+            comp = out.outputs[0]
+            ids = list(comp.token_ids)
+            opts = parse_options(sp.extra_args, kernel_block_size=self.block_size)
+            assert opts is not None
+            tr, text = replay(opts, lay, self.tokenizer, ids, self.eos_ids, ev)
+            res = GenerationResult(text=text, answer=strip_directives(text),
+                                   events=list(tr.parser.events), steps=list(tr.steps),
+                                   blocks=list(tr.blocks), prompt_tokens=lay.prompt_len,
+                                   generated_ids=list(tr.detok.ids))
+            res.logprobs = _sampled_logprobs(comp)  # type: ignore[attr-defined]
+            res.token_ids = ids  # type: ignore[attr-defined]
+            results.append(res)
+        return results
+
+
+def _sampled_logprobs(comp: Any) -> list[float] | None:
+    """Log-probability of each sampled token (when the request asked for logprobs)."""
+    if not comp.logprobs:
+        return None
+    return [float(step[tok].logprob) for tok, step in zip(comp.token_ids, comp.logprobs)]
+
+
+__all__ = ["DAC_ENGINE_ARGS", "VLLMEngine", "eos_token_ids"]

@@ -1,0 +1,201 @@
+"""Per-request DAC options carried by vLLM's ``SamplingParams.extra_args`` (``vllm_xargs``).
+
+vLLM's OpenAI server accepts ``vllm_xargs`` values that are strings, numbers or flat lists of
+them, so every option is a flat key (no nested objects)::
+
+    {"dac": 1,                      # enable DAC for this request (any dac_* key also enables)
+     "dac_policy": "dac",           # dac | full | streaming (query-aware policies: not here)
+     "dac_block_size": 64,          # multiple of the engine's KV block size
+     "dac_sink_tokens": 64, "dac_window": 256, "dac_local_window": 1024,
+     "dac_keep_preamble": 1,
+     "dac_sections": [s1, e1, s2, e2, ...],   # token spans of sections 1..N (half-open)
+     "dac_preamble": [s, e],                  # optional; default [0, start of section 1]
+     "dac_protected": [s, e, ...]}            # optional; default [end of last section, prompt end]
+
+Spans are token offsets in the request's prompt token ids. Without ``dac_sections`` the layout
+is rebuilt from the ``[S1]``, ``[S2]``... markers of the prompt (see :mod:`.layout`).
+This module imports nothing from vLLM: the server validates requests with it before they reach
+the engine, and the worker parses the same dictionary, so both sides agree by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...planning.blocks import PlanConfig
+from ...planning.policies import Policy, get_policy
+from ...protocol.context import PromptLayout, Span
+
+KEYS = ("dac", "dac_policy", "dac_block_size", "dac_sink_tokens", "dac_window",
+        "dac_local_window", "dac_keep_preamble", "dac_sections", "dac_preamble",
+        "dac_protected")
+_INT_KEYS = {"dac_block_size": "block_size", "dac_sink_tokens": "sink_tokens",
+             "dac_window": "window", "dac_local_window": "local_window"}
+
+
+class DACOptionError(ValueError):
+    """A malformed DAC option (the server answers HTTP 400 with this message)."""
+
+
+@dataclass
+class DACOptions:
+    """The validated DAC request: policy, plan configuration and (optional) explicit spans."""
+
+    policy: Policy
+    config: PlanConfig
+    sections: list[Span] | None = None
+    preamble: Span | None = None
+    protected: list[Span] | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def layout(self, prompt_ids: list[int], tokenizer: Any = None) -> PromptLayout:
+        """The request's :class:`PromptLayout` (explicit spans, or rebuilt from markers)."""
+        n = len(prompt_ids)
+        if self.sections is None:
+            if tokenizer is None:
+                raise DACOptionError("dac_sections not given and no tokenizer to find the "
+                                     "[S1], [S2]... markers of the prompt")
+            from .layout import layout_from_markers
+
+            return layout_from_markers(tokenizer, prompt_ids)
+        for s in [*self.sections, *(self.protected or []), *([self.preamble] if self.preamble else [])]:
+            if s.end > n:
+                raise DACOptionError(f"span [{s.start}, {s.end}) lies beyond the prompt "
+                                     f"({n} tokens)")
+        secs = list(self.sections)
+        first = secs[0].start if secs else n
+        preamble = self.preamble if self.preamble is not None else Span(0, first)
+        if self.protected is not None:
+            protected = list(self.protected)
+        else:
+            protected = [Span(secs[-1].end, n)] if secs else []
+        return PromptLayout(list(prompt_ids), secs, preamble, protected)
+
+
+def is_dac_request(extra_args: dict[str, Any] | None) -> bool:
+    """Whether a request's ``extra_args`` ask for DAC (``dac`` truthy or any ``dac_*`` key)."""
+    if not extra_args:
+        return False
+    if "dac" in extra_args:
+        return _truthy(extra_args["dac"], "dac")
+    return any(k.startswith("dac_") for k in extra_args)
+
+
+def _truthy(v: Any, key: str) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, (int, float)) and v in (0, 1):
+        return bool(v)
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    raise DACOptionError(f"{key} must be 0/1 or true/false, got {v!r}")
+
+
+def _int(v: Any, key: str) -> int:
+    if isinstance(v, bool):
+        raise DACOptionError(f"{key} must be an integer, got {v!r}")
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str):
+        try:
+            return int(v.strip())
+        except ValueError:
+            pass
+    raise DACOptionError(f"{key} must be an integer, got {v!r}")
+
+
+def _spans(v: Any, key: str, single: bool = False) -> list[Span]:
+    if not isinstance(v, (list, tuple)):
+        raise DACOptionError(f"{key} must be a flat list of token offsets [start, end, ...]")
+    nums = [_int(x, key) for x in v]
+    if len(nums) % 2 or (single and len(nums) != 2):
+        raise DACOptionError(f"{key} must hold {'one' if single else 'pairs of'} "
+                             f"[start, end) offsets, got {len(nums)} numbers")
+    out = []
+    for a, b in zip(nums[::2], nums[1::2]):
+        if a < 0 or b < a:
+            raise DACOptionError(f"{key}: bad span [{a}, {b}) (need 0 <= start <= end)")
+        out.append(Span(a, b))
+    return out
+
+
+def parse_options(extra_args: dict[str, Any] | None, *, kernel_block_size: int | None = None
+                  ) -> DACOptions | None:
+    """Validate a request's DAC options; ``None`` when the request does not use DAC.
+
+    Raises :class:`DACOptionError` with a message fit for an HTTP 400 answer."""
+    if not is_dac_request(extra_args):
+        return None
+    assert extra_args is not None
+    unknown = [k for k in extra_args if k.startswith("dac_") and k not in KEYS]
+    if unknown:
+        raise DACOptionError(f"unknown DAC option(s) {', '.join(sorted(unknown))}; "
+                             f"known: {', '.join(KEYS)}")
+    spec = extra_args.get("dac_policy", "dac")
+    if not isinstance(spec, str):
+        raise DACOptionError(f"dac_policy must be a string, got {spec!r}")
+    try:
+        policy = get_policy(spec)
+    except ValueError as e:
+        raise DACOptionError(f"dac_policy: {e}") from None
+    if getattr(policy, "needs_logits", False):  # e.g. "dac+safety": the worker has no logits
+        raise DACOptionError(f"dac_policy {policy.name!r} needs each step's logits; "
+                             "the vLLM engine supports dac, full and streaming")
+    if policy.query_aware:
+        raise DACOptionError(f"dac_policy {policy.name!r} is query-aware (per-head block "
+                             "scores); the vLLM engine supports dac, full and streaming")
+    kw: dict[str, Any] = {}
+    for key, name in _INT_KEYS.items():
+        if key in extra_args:
+            kw[name] = _int(extra_args[key], key)
+    if "dac_keep_preamble" in extra_args:
+        kw["keep_preamble"] = _truthy(extra_args["dac_keep_preamble"], "dac_keep_preamble")
+    if kernel_block_size is not None:
+        kw.setdefault("block_size", kernel_block_size)
+    try:
+        cfg = PlanConfig(**kw)
+    except ValueError as e:
+        raise DACOptionError(f"DAC options: {e}") from None
+    if kernel_block_size is not None and cfg.block_size % kernel_block_size:
+        raise DACOptionError(f"dac_block_size {cfg.block_size} must be a multiple of the "
+                             f"engine's KV block size {kernel_block_size}")
+    sections = _spans(extra_args["dac_sections"], "dac_sections") \
+        if "dac_sections" in extra_args else None
+    if sections is not None:
+        for a, b in zip(sections, sections[1:]):
+            if b.start < a.end:
+                raise DACOptionError("dac_sections must be in order and not overlap")
+    preamble = _spans(extra_args["dac_preamble"], "dac_preamble", single=True)[0] \
+        if "dac_preamble" in extra_args else None
+    protected = _spans(extra_args["dac_protected"], "dac_protected") \
+        if "dac_protected" in extra_args else None
+    if sections is None and (preamble is not None or protected is not None):
+        raise DACOptionError("dac_preamble / dac_protected need dac_sections")
+    return DACOptions(policy, cfg, sections, preamble, protected, dict(extra_args))
+
+
+def to_extra_args(layout: PromptLayout, config: PlanConfig, policy: str | Policy = "dac"
+                  ) -> dict[str, Any]:
+    """The ``extra_args`` that carry ``layout`` and ``config`` to the engine for one request."""
+    pol = get_policy(policy)
+    if getattr(pol, "needs_logits", False):  # e.g. "dac+safety"
+        raise DACOptionError(f"policy {pol.name!r} needs each step's logits; the vLLM engine "
+                             "supports dac, full and streaming")
+    if pol.query_aware:
+        raise DACOptionError(f"policy {pol.name!r} is query-aware; the vLLM engine supports "
+                             "dac, full and streaming")
+    name = pol.name
+    opts = [f"{f}={getattr(pol, f)}" for f in ("window",) if getattr(pol, f, None) is not None]
+    if opts:
+        name += ":" + ",".join(opts)
+    flat = lambda spans: [x for s in spans for x in (s.start, s.end)]  # noqa: E731
+    return {
+        "dac": 1, "dac_policy": name, "dac_block_size": config.block_size,
+        "dac_sink_tokens": config.sink_tokens, "dac_window": config.window,
+        "dac_local_window": config.local_window, "dac_keep_preamble": int(config.keep_preamble),
+        "dac_sections": flat(layout.sections), "dac_preamble": flat([layout.preamble]),
+        "dac_protected": flat(layout.protected),
+    }
