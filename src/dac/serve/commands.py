@@ -1,0 +1,96 @@
+"""``dac serve``: vLLM's OpenAI-compatible server with the DAC plugin and metadata middleware."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+#: vLLM options that make DAC inexact (see dac.engines.vllm.support); refused in extra args
+REFUSED = ("--speculative-config", "--enable-prefix-caching", "--async-scheduling")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve", help="serve a model with vLLM + DAC (OpenAI-compatible API)",
+        description="Start vLLM's OpenAI-compatible server with the DAC plugin. A request "
+        "enables DAC with vllm_xargs (e.g. {\"dac\": 1, \"dac_window\": 256}) or a top-level "
+        "\"dac\" object; each choice of its response carries a \"dac\" object (directive "
+        "timeline, fraction of KV read). Arguments after -- go to vLLM unchanged.")
+    p.add_argument("--model", required=True, help="local model directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--block-size", type=int, default=64,
+                   help="vLLM KV block size = default DAC block size (CPU: multiple of 32)")
+    p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--gpu-memory-utilization", type=float, default=None,
+                   help="share of accelerator memory (vLLM on CPU sizes its KV cache with "
+                   "VLLM_CPU_KVCACHE_SPACE, in GiB)")
+    p.add_argument("--served-model-name", default=None)
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER,
+                   help="-- followed by extra vLLM server arguments")
+    p.set_defaults(handler=run_serve)
+
+
+def vllm_argv(args: argparse.Namespace) -> list[str]:
+    """The vLLM server command line for ``dac serve`` arguments (validated)."""
+    model = Path(args.model)
+    if not model.is_dir() or not (model / "config.json").is_file():
+        raise FileNotFoundError(f"model directory not found or has no config.json: {args.model}")
+    if args.block_size <= 0:
+        raise ValueError("--block-size must be positive")
+    if not 0 < args.port < 65536:
+        raise ValueError("--port must be in 1..65535")
+    extra = list(args.vllm_args or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    for flag in extra:
+        if flag.split("=", 1)[0] in REFUSED:
+            raise ValueError(f"{flag.split('=', 1)[0]} cannot be combined with DAC "
+                             "(see docs/vllm.md)")
+    argv = ["--model", str(model), "--host", args.host, "--port", str(args.port),
+            "--block-size", str(args.block_size), "--dtype", args.dtype,
+            "--no-enable-prefix-caching", "--no-async-scheduling",
+            "--middleware", "dac.serve.middleware.DACMiddleware"]
+    if args.max_model_len:
+        argv += ["--max-model-len", str(args.max_model_len)]
+    if args.gpu_memory_utilization is not None:
+        argv += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    if args.served_model_name:
+        argv += ["--served-model-name", args.served_model_name]
+    if "--enforce-eager" not in extra and "--compilation-config" not in extra:
+        argv += ["--enforce-eager"]  # no full CUDA graphs for DAC rows
+    return argv + extra
+
+
+def check_engine_config(vargs: argparse.Namespace) -> None:
+    """Refuse a vLLM configuration under which DAC would be inexact (before starting it)."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    from ..engines.vllm.support import unsupported_reasons
+
+    config = AsyncEngineArgs.from_cli_args(vargs).create_engine_config()
+    reasons = unsupported_reasons(config)
+    if reasons:
+        raise ValueError("this vLLM configuration cannot run DAC exactly: " + "; ".join(reasons))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    argv = vllm_argv(args)
+    os.environ["DAC_SERVE_TOKENIZER"] = str(args.model)
+    os.environ["DAC_SERVE_BLOCK_SIZE"] = str(args.block_size)
+    try:
+        import uvloop
+        from vllm.entrypoints.launchers.api_server.entry import run_server
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
+    except ImportError as e:
+        raise RuntimeError(f"dac serve needs vLLM (pip install 'dac[vllm]'): {e}") from None
+    parser = make_arg_parser(FlexibleArgumentParser(prog="dac serve (vLLM)"))
+    vargs = parser.parse_args(argv)
+    validate_parsed_serve_args(vargs)
+    check_engine_config(vargs)
+    uvloop.run(run_server(vargs))
+    return 0

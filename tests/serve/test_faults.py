@@ -1,0 +1,102 @@
+"""``dac serve`` under faults and load: hang-ups, oversized prompts, bad JSON, bad DAC options.
+
+One concurrent batch (bench/serve_load.py) mixes well-formed requests with faults on the shared
+loopback server; every well-formed request must return what it returned alone on the quiet
+server, every fault a 4xx (or an engine abort for a hang-up), and the server must drain, stay
+healthy and return near its RSS baseline. Bounded: fixed request counts, 60 s per request,
+180 s for the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytest.importorskip("vllm")
+httpx = pytest.importorskip("httpx")
+psutil = pytest.importorskip("psutil")
+
+pytestmark = pytest.mark.vllm
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_load.py"
+
+
+@pytest.fixture(scope="module")
+def serve_load():
+    spec = importlib.util.spec_from_file_location("serve_load", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["serve_load"] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("serve_load", None)
+
+
+def server_pid(base: str) -> int:
+    """The ``dac serve`` process started by the fixture (a child of this process)."""
+    port = str(urlparse(base).port)
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = p.cmdline()
+        except psutil.Error:
+            continue
+        if "serve" in cmd and port in cmd:
+            return p.pid
+    raise RuntimeError(f"no dac serve child process on port {port}")
+
+
+def test_faults_and_load(server, served_model, serve_load):
+    summary = asyncio.run(serve_load.run_load(server, served_model, pid=server_pid(server),
+                                              n_ok=24, n_disconnect=8))
+    print("\nserve fault/load summary:", json.dumps(summary, indent=1))
+    assert summary["wrong_outputs"] == 0, summary["wrong_detail"]
+    assert summary["failed"] == {}, summary["failed"]
+    assert summary["by_kind"]["ok"] == {"sent": 24, "completed": 24}
+    assert summary["by_kind"]["disconnect"]["completed"] == 8
+    assert summary["by_kind"]["boundary"]["completed"] == 1  # output capped at max_model_len
+    # hung-up streams were aborted, not run out (the engine generated few tokens for them)
+    assert summary["checks"]["hangups_aborted"], summary["engine"]
+    assert summary["checks"]["drained"] and summary["checks"]["healthy"]
+    assert summary["memory"]["ok"], summary["memory"]
+    assert summary["ok"]
+
+
+def test_load_script_detects_wrong_output(serve_load, monkeypatch):
+    """The comparison is not vacuous: a differing token or a missing focus counts as wrong."""
+    ref = {"token_ids": [1, 2], "text": "ab", "finish_reason": "length",
+           "dac": {"timeline": [{"sections": [2]}]}}
+
+    def returning(out):
+        async def fake_send(*_a, **_k):
+            return out
+        return fake_send
+
+    spec = serve_load.Spec("ok", {}, ref_key="k", focus=2)
+    monkeypatch.setattr(serve_load, "send", returning(dict(ref, token_ids=[1, 3])))
+    asyncio.run(serve_load.run_one(None, "", spec, {"k": ref}, 1.0))
+    assert spec.outcome == "wrong output" and "token_ids" in spec.detail
+
+    other = dict(ref, dac={"timeline": [{"sections": [3]}]})  # same as the reference, wrong focus
+    monkeypatch.setattr(serve_load, "send", returning(other))
+    asyncio.run(serve_load.run_one(None, "", spec, {"k": other}, 1.0))
+    assert spec.outcome == "wrong output" and "focus" in spec.detail
+
+    spec = serve_load.Spec("ok", {}, ref_key="k", focus=2)
+    monkeypatch.setattr(serve_load, "send", returning(dict(ref)))
+    asyncio.run(serve_load.run_one(None, "", spec, {"k": ref}, 1.0))
+    assert spec.outcome == "completed"
+
+
+def test_metric_parser(serve_load):
+    text = ('# HELP x\nvllm:generation_tokens_total{engine="0",model_name="m"} 42.0\n'
+            'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
+            'vllm:request_success_total{engine="0",finished_reason="abort",model_name="m"} 5.0\n'
+            'vllm:request_success_total{engine="0",finished_reason="stop",model_name="m"} 7.0\n')
+    assert serve_load.metric(text, "vllm:num_requests_running") == 3
+    assert serve_load.metric(text, "vllm:generation_tokens_total") == 42
+    assert serve_load.metric(text, "vllm:request_success_total", finished_reason="abort") == 5
+    assert serve_load.metric(text, "vllm:request_success_total") == 12
