@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -47,6 +47,10 @@ class Policy(ABC):
     def observe(self, row: int, logits: torch.Tensor) -> None:
         """The next-token logits ``[vocab]`` a decode step produced for ``row`` (after it ran).
         Policies that react to the model's confidence override this; the default ignores it."""
+
+    def report(self, row: int) -> dict[str, Any]:
+        """Per-sequence facts the policy wants in the result (e.g. a safety net firing)."""
+        return {}
 
     def select(self, layer_idx: int, query: torch.Tensor, keys: torch.Tensor, base: list[int],
                cfg: PlanConfig, scaling: float) -> torch.Tensor | None:
@@ -177,6 +181,10 @@ def get_policy(spec: str | Policy, **kwargs: object) -> Policy:
     """A policy by name (``"quest"``) or with options (``"quest:budget=0.2,dense_layers=0"``)."""
     if isinstance(spec, Policy):
         return spec
+    if "+" in str(spec).partition(":")[0]:  # a wrapper: "dac+safety" (see safety.py)
+        from .safety import get_wrapped
+
+        return get_wrapped(str(spec), **kwargs)
     name, _, opts = str(spec).partition(":")
     name = name.strip().lower()
     if name not in POLICIES:
@@ -194,6 +202,8 @@ def get_policy(spec: str | Policy, **kwargs: object) -> Policy:
             params[key] = float(val) if "." in val else int(val)
         except ValueError:
             raise ValueError(f"option {key!r} of policy {name!r} needs a number, got {val!r}") from None
+        if isinstance(params[key], float) and "float" not in str(allowed[key]):
+            raise ValueError(f"option {key!r} of policy {name!r} needs an integer, got {val!r}")
     try:
         policy = cls(**params)
     except TypeError as e:

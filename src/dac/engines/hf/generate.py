@@ -28,6 +28,7 @@ class GenerationResult:
     blocks: list[list[int]] = field(repr=False, default_factory=list)
     prompt_tokens: int = 0
     generated_ids: list[int] = field(repr=False, default_factory=list)
+    policy_report: dict[str, Any] = field(default_factory=dict)  # e.g. a safety net firing
 
     @property
     def kv_read(self) -> float:
@@ -65,7 +66,7 @@ class GenerationResult:
             "timeline": self.timeline(),
             "kv": {"read": round(self.kv_read, 3), "full": self.kv_full,
                    "fraction": round(self.fraction, 6), "decode_steps": len(self.steps)},
-        }
+        } | ({"policy_report": self.policy_report} if self.policy_report else {})
 
 
 def max_positions(model: Any) -> int | None:
@@ -118,9 +119,9 @@ def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
         new = out[:, width:].tolist()
         session.finish(new)
     results = []
-    for tr, lay, gen in zip(session.traces, layouts, new):
+    for b, (tr, lay, gen) in enumerate(zip(session.traces, layouts, new)):
         results.append(GenerationResult(
             text=tr.text, answer=strip_directives(tr.text), events=list(tr.events),
             steps=list(tr.steps), blocks=list(tr.blocks), prompt_tokens=lay.prompt_len,
-            generated_ids=list(tr.detok.ids)))
+            generated_ids=list(tr.detok.ids), policy_report=session.policy.report(b)))
     return results
