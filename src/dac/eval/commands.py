@@ -1,0 +1,132 @@
+"""``dac eval`` (run the long-context suite) and ``dac report`` (HTML page and figures)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..commands import add_plan_args, plan_config
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval", help="run the offline long-context suite against policies",
+        description="Evaluate a model on the long-context tasks under several attention "
+        "policies. Resumable: cells already finished in --out are skipped.")
+    p.add_argument("--model", required=True, help="local transformers model directory")
+    p.add_argument("--tasks", default="all",
+                   help="comma list of tasks or families (retrieval, multi, aggregation, "
+                   "local); default all")
+    p.add_argument("--lengths", default="4k", help="prompt lengths in tokens, e.g. 4k,8k,16k")
+    p.add_argument("--policies", default="full,dac,streaming,quest",
+                   help="policy specs, e.g. full,dac,streaming,quest:budget=0.2")
+    p.add_argument("--samples", type=int, default=10, help="samples per task and length")
+    p.add_argument("--seed", type=int, default=0, help="first sample seed")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="override every task's answer budget")
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
+    p.add_argument("--device", default=None, help="e.g. cpu or cuda (hf engine)")
+    p.add_argument("--out", required=True, help="run folder (created; resumed if it exists)")
+    p.add_argument("--report", action="store_true", help="also write the report at the end")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_plan_args(p)
+    p.set_defaults(handler=run_eval_command)
+
+    r = sub.add_parser("report", help="write the HTML report and figures of an eval run",
+                       description="Write DIR/report/index.html and PNG figures from a run.")
+    r.add_argument("dir", help="a folder written by dac eval")
+    r.add_argument("--timelines", type=int, default=3,
+                   help="samples drawn as a per-step timeline of what was read")
+    r.set_defaults(handler=run_report_command)
+
+
+def make_engine(name: str, model_path: str, device: str | None, block_size: int) -> Any:
+    if name == "vllm":
+        try:
+            from ..engines.vllm.engine import VLLMEngine
+        except ImportError as e:
+            raise RuntimeError(f"the vllm engine is not available: {e}") from None
+        return VLLMEngine(model_path, block_size=block_size)  # vLLM's KV block = DAC's block
+    from ..engines.base import HFEngine
+    from ..models import load
+
+    model, tok = load(model_path, device=device)
+    return HFEngine(model, tok)
+
+
+def check_fits(engine: Any, config: Any) -> None:
+    """Refuse lengths the model cannot hold before spending time on other cells."""
+    from ..engines.hf.generate import max_positions
+    from ..tasks import LENGTH_TOLERANCE
+
+    model = getattr(engine, "model", None)
+    limit = max_positions(model) if model is not None else getattr(engine, "max_model_len", None)
+    if limit is None:
+        return
+    worst = max(int(n * (1 + LENGTH_TOLERANCE)) + max(config.new_tokens(t)
+                                                       for t in config.tasks)
+                for n in config.lengths)
+    if worst > limit:
+        raise ValueError(f"the model holds {limit} positions; the longest prompts need up to "
+                         f"{worst} (length + 5% + new tokens): lower --lengths")
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    from ..models import load_plan_config
+    from ..planning.blocks import PlanConfig
+    from .config import EvalConfig
+    from .runner import run_eval
+
+    plan_config(args, PlanConfig())  # validate the options before loading anything
+    plan = plan_config(args, load_plan_config(args.model)) if Path(args.model).is_dir() \
+        else PlanConfig()
+    config = EvalConfig(model=str(args.model), tasks=args.tasks, lengths=args.lengths,
+                        policies=args.policies, samples=args.samples, seed=args.seed,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                        engine=args.engine,
+                        plan=dataclasses.asdict(plan))
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    engine = make_engine(args.engine, args.model, args.device, plan.block_size)
+    check_fits(engine, config)
+    t0 = time.perf_counter()
+    metrics = run_eval(engine, config, args.out, progress=not args.no_progress,
+                       log=lambda m: print(m, file=sys.stderr))
+    print_summary(metrics)
+    print(f"wrote {args.out}/metrics.json ({len(metrics['cells'])} cells, "
+          f"{time.perf_counter() - t0:.1f} s)")
+    if args.report:
+        from .report import write_report
+
+        page = write_report(args.out)
+        print(f"wrote {page}")
+    return 0
+
+
+def print_summary(metrics: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="by family and policy (mean over tasks and lengths)")
+    for col in ("family", "policy", "accuracy", "cost", "evidence recall", "adherence"):
+        t.add_column(col)
+    for row in metrics["by_family"]:
+        rec = row["evidence_recall"]
+        t.add_row(row["family"], row["policy"], f"{row['accuracy']:.3f}", f"{row['cost']:.3f}",
+                  "-" if rec is None else f"{rec:.3f}", f"{row['adherence']:.2f}")
+    Console(stderr=False).print(t)
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"run folder not found: {args.dir}")
+    page = write_report(args.dir, timelines=args.timelines)
+    print(f"wrote {page}")
+    return 0

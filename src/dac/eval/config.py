@@ -1,0 +1,130 @@
+"""The configuration of an evaluation run, and the parsing of its command-line lists."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..planning.blocks import PlanConfig
+from ..planning.policies import get_policy
+from ..tasks import TASKS, resolve_tasks
+
+SCHEMA = "dac.eval.config/1"
+_LEN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_length(text: str) -> int:
+    """``"4k"`` -> 4096, ``"1.5k"`` -> 1536, ``"1m"`` -> 1048576, ``"700"`` -> 700."""
+    m = _LEN.match(str(text))
+    if not m:
+        raise ValueError(f"bad length {text!r}; use e.g. 512, 4k, 128k")
+    mult = {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    n = int(float(m.group(1)) * mult)
+    if n < 64:
+        raise ValueError(f"length {text!r} is below 64 tokens")
+    return n
+
+
+def parse_lengths(text: str | list[Any]) -> list[int]:
+    items = text if isinstance(text, list) else str(text).split(",")
+    out = []
+    for it in items:
+        if str(it).strip():
+            n = parse_length(str(it))
+            if n not in out:
+                out.append(n)
+    if not out:
+        raise ValueError("no length given")
+    return out
+
+
+def parse_policies(text: str | list[str]) -> list[str]:
+    """Policy specs (strings :func:`dac.planning.get_policy` accepts), validated, in order.
+
+    Options may also be joined by ``;`` or ``+``: ``quest:budget=0.1+dense_layers=0``.
+    """
+    items = text if isinstance(text, list) else _split_policies(str(text))
+    out = []
+    for it in items:
+        spec = it.strip()
+        if not spec:
+            continue
+        name, _, opts = spec.partition(":")
+        spec = name.strip().lower() + (":" + opts.replace("+", ",").replace(";", ",") if opts
+                                       else "")
+        get_policy(spec)  # raises ValueError with the accepted names
+        if spec not in out:
+            out.append(spec)
+    if not out:
+        raise ValueError("no policy given")
+    return out
+
+
+def _split_policies(text: str) -> list[str]:
+    """Split on commas that start a new policy (``quest:budget=0.2,dense_layers=0,dac``)."""
+    parts: list[str] = []
+    for piece in text.split(","):
+        piece = piece.strip()
+        if parts and ":" in parts[-1] and "=" in piece and ":" not in piece:
+            parts[-1] += "," + piece  # an option of the previous policy
+        elif piece:
+            parts.append(piece)
+    return parts
+
+
+def policy_slug(spec: str) -> str:
+    """A file-name-safe form of a policy spec."""
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "-", spec).strip("-")
+
+
+@dataclass
+class EvalConfig:
+    """Everything that decides a run's results (saved as ``config.json``)."""
+
+    model: str
+    tasks: list[str]
+    lengths: list[int]
+    policies: list[str]
+    samples: int = 10
+    seed: int = 0  # samples use seeds seed, seed+1, ...
+    batch_size: int = 4
+    max_new_tokens: int | None = None  # None: each task's own budget
+    engine: str = "hf"
+    plan: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(PlanConfig()))
+
+    def __post_init__(self) -> None:
+        self.tasks = resolve_tasks(self.tasks)
+        self.lengths = parse_lengths(self.lengths)
+        self.policies = parse_policies(self.policies)
+        if self.samples < 1:
+            raise ValueError("--samples must be at least 1")
+        if self.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("--max-new-tokens must be at least 1")
+        PlanConfig(**self.plan)  # validates
+
+    @property
+    def plan_config(self) -> PlanConfig:
+        return PlanConfig(**self.plan)
+
+    def new_tokens(self, task: str) -> int:
+        return self.max_new_tokens or TASKS[task].max_new_tokens
+
+    def seeds(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.samples))
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a finished cell's results depend on (besides its task, length, policy)."""
+        return {"model": self.model, "samples": self.samples, "seed": self.seed,
+                "max_new_tokens": self.max_new_tokens, "engine": self.engine, "plan": self.plan}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EvalConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,113 @@
+"""Metrics per task x length x policy cell, and per family / policy summaries.
+
+* ``accuracy``: mean score; ``accuracy_se``: its standard error.
+* ``cost``: KV tokens read / KV tokens a full-attention decode would read, summed over the
+  cell's samples and decode steps (ratio of sums).
+* ``evidence_recall``: mean of the per-sample recall over answer steps (see records.py).
+* ``adherence``: share of outputs with well-formed directives; ``mode_match``: share whose
+  first directive has the ideal mode (focus / global / local).
+* ``wall_s``: generation wall time of the cell (sample building excluded).
+
+Family and policy summaries average the cell values with equal weight per task.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "dac.eval.metrics/1"
+CELL_FIELDS = ["task", "family", "length", "policy", "n", "accuracy", "accuracy_se", "cost",
+               "evidence_recall", "adherence", "mode_match", "wall_s", "prompt_tokens",
+               "decode_steps"]
+
+
+def _mean(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    r0 = records[0]
+    scores = [r["score"] for r in records]
+    n = len(records)
+    acc = sum(scores) / n
+    se = math.sqrt(sum((s - acc) ** 2 for s in scores) / (n - 1) / n) if n > 1 else 0.0
+    full = sum(r["kv"]["full"] for r in records)
+    recalls = [r["evidence_recall"] for r in records if r["evidence_recall"] is not None]
+    return {
+        "task": r0["task"], "family": r0["family"], "length": r0["length"],
+        "policy": r0["policy"], "n": n, "accuracy": acc, "accuracy_se": se,
+        "cost": sum(r["kv"]["read"] for r in records) / full if full else 1.0,
+        "evidence_recall": _mean(recalls),
+        "adherence": sum(bool(r["adherent"]) for r in records) / n,
+        "mode_match": sum(bool(r["mode_match"]) for r in records) / n,
+        "wall_s": sum(r["wall_s"] for r in records),
+        "prompt_tokens": sum(r["prompt_tokens"] for r in records) / n,
+        "decode_steps": sum(len(r["kv"]["per_step"]) for r in records) / n,
+    }
+
+
+def summarize(cells: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Average cell metrics over the groups given by ``by`` (equal weight per cell)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for c in cells:
+        groups[tuple(c[k] for k in by)].append(c)
+    out = []
+    for key, cs in groups.items():
+        row: dict[str, Any] = dict(zip(by, key))
+        row["cells"] = len(cs)
+        row["n"] = sum(c["n"] for c in cs)
+        for m in ("accuracy", "cost", "evidence_recall", "adherence", "mode_match"):
+            row[m] = _mean([c[m] for c in cs if c[m] is not None])
+        row["wall_s"] = sum(c["wall_s"] for c in cs)
+        out.append(row)
+    return out
+
+
+def collect(out: Path) -> list[dict[str, Any]]:
+    """Metrics of every finished cell under ``out/cells``, in the run's configured order."""
+    from .folder import read_cell
+
+    cells = []
+    for path in sorted((out / "cells").glob("*.jsonl")):
+        records = read_cell(path)
+        if records:
+            cells.append(cell_metrics(records))
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        cfg = json.loads(cfg_path.read_text())
+        order = {k: {v: i for i, v in enumerate(cfg.get(plural, []))}
+                 for k, plural in (("task", "tasks"), ("length", "lengths"),
+                                   ("policy", "policies"))}
+        cells.sort(key=lambda c: tuple(order[k].get(c[k], 1 << 30) for k in order))
+    return cells
+
+
+def write_metrics(out: str | os.PathLike) -> dict[str, Any]:
+    out = Path(out)
+    cells = collect(out)
+    policy_order = list(dict.fromkeys(c["policy"] for c in cells))
+    payload = {
+        "schema": SCHEMA,
+        "cells": cells,
+        "by_family": summarize(cells, ("family", "policy")),
+        "by_family_length": summarize(cells, ("family", "length", "policy")),
+        "by_policy": summarize(cells, ("policy",)),
+        "policies": policy_order,
+    }
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    tmp = out / "metrics.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CELL_FIELDS)
+        w.writeheader()
+        for c in cells:
+            w.writerow({k: c[k] for k in CELL_FIELDS})
+    os.replace(tmp, out / "metrics.csv")
+    return payload

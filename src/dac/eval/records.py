@@ -1,0 +1,117 @@
+"""Per-sample records: what one generation did, scored and measured (one JSON line each).
+
+Definitions (also in docs/evaluation.md):
+
+* **score**: the task's RULER-style scorer on the answer (directives removed).
+* **attention cost**: KV tokens read over all decode steps / KV tokens a full-attention decode
+  of the same steps would read (``GenerationResult.fraction``; per cell: ratio of sums).
+* **evidence recall**: share of the sample's evidence tokens inside the kept KV blocks, averaged
+  over the *answer steps*: the decode steps from the one that processes the token completing
+  the first well-formed directive onwards (that step already reads under the directive); all
+  decode steps when the output declares no well-formed directive. For per-head policies
+  (Quest, oracle) a step's recall is itself averaged over layers and KV heads.
+* **adherence**: the output declares at least one directive and every directive-like text in
+  it is well-formed (no unknown mode, bad or unknown region, or unclosed ``[[``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..protocol.context import PromptLayout, Span
+from ..tasks import Sample, score
+
+if TYPE_CHECKING:  # the report reads records without loading torch
+    from ..engines.hf.generate import GenerationResult
+
+SCHEMA = "dac.eval.record/1"
+
+
+def answer_from(result: GenerationResult) -> int:
+    """The first answer step: the step of the first well-formed directive, else 0."""
+    for e in result.events:
+        if e.ok:
+            return e.step
+    return 0
+
+
+def evidence_recall(result: GenerationResult) -> float | None:
+    """Mean evidence recall over the answer steps (see the module docstring)."""
+    start = answer_from(result)
+    steps = [s for s in result.steps if s.recall is not None]
+    chosen = [s for s in steps if s.step >= start] or steps
+    if not chosen:
+        return None
+    return sum(s.recall for s in chosen) / len(chosen)
+
+
+def adherent(result: GenerationResult) -> bool:
+    return bool(result.events) and all(e.ok for e in result.events)
+
+
+def compress_blocks(blocks: list[list[int]]) -> list[list[Any]]:
+    """Per-step kept blocks as runs: ``[[first_step, last_step, [[b0, b1), ...]], ...]``."""
+    out: list[list[Any]] = []
+    prev = None
+    for i, kept in enumerate(blocks):
+        ranges: list[list[int]] = []
+        for b in kept:
+            if ranges and ranges[-1][1] == b:
+                ranges[-1][1] = b + 1
+            else:
+                ranges.append([b, b + 1])
+        if ranges == prev:
+            out[-1][1] = i
+        else:
+            out.append([i, i, ranges])
+            prev = ranges
+    return out
+
+
+def expand_blocks(runs: list[list[Any]]) -> list[list[int]]:
+    """Inverse of :func:`compress_blocks`."""
+    steps: list[list[int]] = []
+    for first, last, ranges in runs:
+        kept = [b for a, z in ranges for b in range(a, z)]
+        steps.extend([list(kept) for _ in range(first, last + 1)])
+    return steps
+
+
+def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
+                result: GenerationResult, policy: str, block_size: int,
+                wall_s: float) -> dict[str, Any]:
+    first = next((e.applied for e in result.events if e.ok), None)
+    return {
+        "schema": SCHEMA,
+        "id": sample.id,
+        "task": sample.task,
+        "family": sample.family,
+        "length": sample.length,
+        "seed": sample.seed,
+        "policy": policy,
+        "prompt_tokens": layout.prompt_len,
+        "num_sections": layout.num_sections,
+        "answers": sample.answers,
+        "ideal_directive": sample.directive.render(),
+        "output": result.text,
+        "answer": result.answer,
+        "score": score(sample.task, result.answer, sample),
+        "directives": result.timeline(),
+        "adherent": adherent(result),
+        "first_mode": first.mode.value if first else None,
+        "mode_match": (first.mode == sample.directive.mode) if first else False,
+        "kv": {"read": round(result.kv_read, 3), "full": result.kv_full,
+               "fraction": round(result.fraction, 6),
+               "per_step": [round(s.read, 2) for s in result.steps],
+               "recall_per_step": [None if s.recall is None else round(s.recall, 4)
+                                   for s in result.steps]},
+        "answer_from_step": answer_from(result),
+        "evidence_recall": evidence_recall(result),
+        "evidence_tokens": [[s.start, s.end] for s in evidence],
+        "sections": [[s.start, s.end] for s in layout.sections],
+        "block_size": block_size,
+        "blocks": compress_blocks(result.blocks) if result.blocks else None,
+        "generated_tokens": len(result.generated_ids),
+        "wall_s": round(wall_s, 4),
+        "policy_report": result.policy_report or None,  # e.g. whether "+safety" fired
+    }

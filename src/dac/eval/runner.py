@@ -1,0 +1,130 @@
+"""The evaluation runner: tasks x lengths x policies through one engine, resumable.
+
+A run is a folder::
+
+    DIR/config.json                 the exact configuration (plus versions)
+    DIR/cells/<task>__<length>__<policy>.jsonl   one record per sample (see records.py)
+    DIR/metrics.json, DIR/metrics.csv            the summary (see metrics.py)
+
+A cell file is written to a temporary name and renamed when the cell is complete, so a file
+that exists is a finished cell: an interrupted run started again with the same ``--out`` skips
+it and recomputes only the unfinished cells.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..tasks import Sample, make_sample
+from .config import EvalConfig
+from .folder import cell_path, read_cell
+from .metrics import write_metrics
+from .records import make_record
+
+if TYPE_CHECKING:
+    from ..engines.base import Engine
+
+__all__ = ["cell_path", "prepare_out", "read_cell", "run_eval"]
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from .. import __version__ as dac_version
+    from ..protocol.prompt import PROTOCOL_VERSION
+
+    return {"dac": dac_version, "protocol": PROTOCOL_VERSION, "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def prepare_out(out: Path, config: EvalConfig) -> None:
+    """Create ``out`` or check that it holds a run of the same configuration."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    if path.exists():
+        try:
+            old = EvalConfig.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a dac eval configuration: {e}") from None
+        a, b = old.identity(), config.identity()
+        diff = [k for k in a if a[k] != b[k]]
+        if diff:
+            raise ValueError(f"{out} holds a run with a different {', '.join(diff)} "
+                             f"({', '.join(f'{k}={a[k]!r}' for k in diff)}); use another --out")
+        # a resumed run may add tasks, lengths or policies: keep the union
+        for name in ("tasks", "lengths", "policies"):
+            merged = list(getattr(old, name))
+            merged += [x for x in getattr(config, name) if x not in merged]
+            setattr(config, name, merged)
+    payload = {**config.to_dict(), "versions": _versions()}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
+             tasks: list[str] | None = None, lengths: list[int] | None = None,
+             policies: list[str] | None = None, progress: bool = True,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every unfinished cell of ``config`` (or the given subset); returns the metrics."""
+    out = Path(out)
+    prepare_out(out, config)
+    (out / "cells").mkdir(exist_ok=True)
+    tasks = tasks or config.tasks
+    lengths = lengths or config.lengths
+    policies = policies or config.policies
+    cfg = config.plan_config
+    say = log or (lambda msg: None)
+    todo = [(t, n, p) for t in tasks for n in lengths for p in policies
+            if not cell_path(out, t, n, p).exists()]
+    skipped = len(tasks) * len(lengths) * len(policies) - len(todo)
+    if skipped:
+        say(f"resuming: {skipped} finished cell(s) skipped, {len(todo)} to run")
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo) * config.samples, unit="sample", disable=not progress,
+               dynamic_ncols=True)
+    samples: dict[tuple[str, int], list[Sample]] = {}
+    try:
+        for task, length, policy in todo:
+            bar.set_description(f"{task} {length} {policy}")
+            key = (task, length)
+            if key not in samples:
+                samples.clear()  # keep one (task, length) in memory
+                samples[key] = [make_sample(task, engine.tokenizer, length, s)
+                                for s in config.seeds()]
+            _run_cell(engine, config, out, task, length, policy, samples[key], cfg,
+                      bar.update)
+    finally:
+        bar.close()
+    return write_metrics(out)
+
+
+def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: int,
+              policy: str, samples: list[Sample], cfg: Any,
+              advance: Callable[[int], Any]) -> None:
+    path = cell_path(out, task, length, policy)
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
+        for i in range(0, len(samples), config.batch_size):
+            batch = samples[i:i + config.batch_size]
+            layouts = [s.layout(engine.tokenizer) for s in batch]
+            evidence = [s.evidence_spans(lay) for s, lay in zip(batch, layouts)]
+            t0 = time.perf_counter()
+            results = engine.generate(layouts, policy=policy, config=cfg,
+                                      max_new_tokens=config.new_tokens(task), evidence=evidence)
+            wall = time.perf_counter() - t0
+            for s, lay, ev, res in zip(batch, layouts, evidence, results):
+                rec = make_record(s, lay, ev, res, policy, cfg.block_size, wall / len(batch))
+                f.write(json.dumps(rec) + "\n")
+            advance(len(batch))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,70 @@
+"""``dac eval`` end to end on a tiny random model over every task, then ``dac report``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dac.cli import main
+from dac.models import tiny_model
+from dac.tasks import TASKS
+
+POLICIES = ["full", "dac", "streaming", "quest"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tokenizer):
+    d = tmp_path_factory.mktemp("tiny")
+    # seed 1: a random model that does not stop at once, so decode steps are measured
+    tiny_model("llama", vocab_size=len(tokenizer), seed=1).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    return d
+
+
+@pytest.mark.slow
+def test_eval_all_tasks_then_report_then_resume(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["eval", "--model", str(model_dir), "--tasks", "all", "--lengths", "768",
+            "--policies", ",".join(POLICIES), "--samples", "1", "--max-new-tokens", "4",
+            "--local-window", "256", "--window", "64", "--out", str(out), "--no-progress",
+            "--report"]
+    assert main(args) == 0
+    cells = sorted((out / "cells").glob("*.jsonl"))
+    assert len(cells) == len(TASKS) * len(POLICIES)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {c["task"] for c in metrics["cells"]} == set(TASKS)
+    for c in metrics["cells"]:
+        assert 0.0 <= c["accuracy"] <= 1.0 and 0.0 < c["cost"] <= 1.0
+        assert c["decode_steps"] > 0
+        if c["policy"] == "full":
+            assert c["cost"] == 1.0
+        if c["policy"] == "streaming":  # sinks + 256 recent tokens of ~770
+            assert c["cost"] < 0.6
+    rep = out / "report"
+    for name in ("index.html", "accuracy_vs_cost.png", "accuracy_by_length.png"):
+        assert (rep / name).stat().st_size > 1000
+    assert len(list(rep.glob("timeline_*.png"))) == 3
+    page = (rep / "index.html").read_text()
+    assert all(t in page for t in TASKS) and "accuracy_vs_cost.png" in page
+    capsys.readouterr()
+    # a second run finds every cell finished and recomputes nothing
+    assert main(args[:-1]) == 0
+    assert f"{len(cells)} finished cell(s) skipped, 0 to run" in capsys.readouterr().err
+    # dac report redraws from the folder alone
+    assert main(["report", str(out), "--timelines", "1"]) == 0
+    assert (rep / "index.html").exists()
+
+
+def test_errors_are_one_line(model_dir, tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "run folder not found" in capsys.readouterr().err
+    base = ["eval", "--model", str(model_dir), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(base + ["--tasks", "nope"]) == 2
+    assert "unknown task" in capsys.readouterr().err
+    assert main(base + ["--lengths", "64k"]) == 2
+    assert "positions" in capsys.readouterr().err
+    assert main(base + ["--policies", "full,bogus"]) == 2
+    assert "unknown policy" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "not found" in capsys.readouterr().err
