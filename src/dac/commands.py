@@ -94,10 +94,11 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def print_result(payload: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     con = Console()
-    con.print(f"[bold]answer[/bold]: {payload['answer']}")
+    con.print(f"[bold]answer[/bold]: {escape(payload['answer'])}")
     if payload["timeline"]:
         t = Table(title="directive timeline")
         for col in ("step", "event", "mode", "region", "text"):
@@ -105,7 +106,7 @@ def print_result(payload: dict[str, Any]) -> None:
         for e in payload["timeline"]:
             region = ",".join(f"S{s}" for s in e["sections"]) if e["sections"] else (
                 f"last {e['window']}" if e["window"] else "")
-            t.add_row(str(e["step"]), e["kind"], e["mode"] or "", region, e["text"])
+            t.add_row(str(e["step"]), e["kind"], e["mode"] or "", region, escape(e["text"]))
         con.print(t)
     else:
         con.print("no directives: global attention throughout")
@@ -192,6 +193,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     from rich.console import Console
+    from rich.markup import escape
 
     con = Console()
     if notice:
@@ -199,12 +201,12 @@ def run_demo(args: argparse.Namespace) -> int:
     con.print(f"[bold]{name}[/bold] on {args.task}: {layout.prompt_len} prompt tokens in "
               f"{layout.num_sections} sections; the fact sits in section(s) "
               f"{', '.join(f'S{s}' for s in payload['evidence_sections'])}")
-    con.print(f"[bold]question[/bold]: {sample.question}")
-    con.print(f"[bold]expected[/bold]: {', '.join(sample.answers)}")
+    con.print(f"[bold]question[/bold]: {escape(sample.question)}")
+    con.print(f"[bold]expected[/bold]: {escape(', '.join(sample.answers))}")
     print_result({**dac_res.to_dict(), "policy": "dac", "sections": layout.num_sections})
     full_res, full_score = runs["full"]
     con.print(f"score under DAC: {dac_score:.2f}   under full attention: {full_score:.2f} "
-              f"(answer: {full_res.answer!r})")
+              f"(answer: {escape(repr(full_res.answer))})")
     if png:
         con.print(f"picture of what each decode step read: {png}")
     return 0

@@ -20,9 +20,14 @@ class ModelLoadError(ValueError):
     pass
 
 
-def load(path: str | os.PathLike, *, dtype: torch.dtype | str = "auto",
+def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
          device: str | None = None) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local directory, never from the network."""
+    """Load a causal LM and its tokenizer from a local directory, never from the network.
+
+    ``dtype=None`` keeps the checkpoint's dtype on GPU and uses float32 on CPU, where bf16
+    matmuls are many times slower."""
+    if dtype is None:
+        dtype = "auto" if device and str(device).startswith("cuda") else torch.float32
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
