@@ -12,7 +12,7 @@ from ...planning.policies import Policy
 from ...protocol.context import PromptLayout, Span
 from ...protocol.grammar import ProtocolEvent
 from ...protocol.parser import strip_directives
-from .session import DACSession, StepRecord
+from .session import DACSession, KVReads, StepRecord
 
 
 class ContextTooLongError(ValueError):
@@ -20,7 +20,7 @@ class ContextTooLongError(ValueError):
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(KVReads):
     text: str  # generated text, directives included
     answer: str  # the text with directives removed
     events: list[ProtocolEvent]
@@ -29,18 +29,6 @@ class GenerationResult:
     prompt_tokens: int = 0
     generated_ids: list[int] = field(repr=False, default_factory=list)
     policy_report: dict[str, Any] = field(default_factory=dict)  # e.g. a safety net firing
-
-    @property
-    def kv_read(self) -> float:
-        return sum(s.read for s in self.steps)
-
-    @property
-    def kv_full(self) -> int:
-        return sum(s.length for s in self.steps)
-
-    @property
-    def fraction(self) -> float:
-        return self.kv_read / self.kv_full if self.kv_full else 1.0
 
     def timeline(self) -> list[dict[str, Any]]:
         out = []

@@ -65,8 +65,27 @@ class StepRecord:
     recall: float | None = None  # share of evidence tokens read (when evidence is given)
 
 
+class KVReads:
+    """Decoding attention cost of a sequence, from its per-step records (``self.steps``)."""
+
+    steps: list[StepRecord]
+
+    @property
+    def kv_read(self) -> float:
+        return sum(s.read for s in self.steps)
+
+    @property
+    def kv_full(self) -> int:
+        return sum(s.length for s in self.steps)
+
+    @property
+    def fraction(self) -> float:
+        """KV tokens read / KV tokens full attention would read (1.0 with no decode step)."""
+        return self.kv_read / self.kv_full if self.kv_full else 1.0
+
+
 @dataclass
-class SequenceTrace:
+class SequenceTrace(KVReads):
     """Everything one sequence did under DAC: the timeline, reads, and the generated text."""
 
     layout: PromptLayout
@@ -81,19 +100,6 @@ class SequenceTrace:
     @property
     def events(self) -> list[ProtocolEvent]:
         return self.parser.events
-
-    @property
-    def kv_read(self) -> float:
-        return sum(s.read for s in self.steps)
-
-    @property
-    def kv_full(self) -> int:
-        return sum(s.length for s in self.steps)
-
-    @property
-    def fraction(self) -> float:
-        """Decoding attention cost: KV tokens read / KV tokens full attention would read."""
-        return self.kv_read / self.kv_full if self.kv_full else 1.0
 
 
 class DACSession:
