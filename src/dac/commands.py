@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -138,9 +139,10 @@ def add_demo_parser(sub: Any) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from .engines.hf import generate
+    from .eval.records import make_record
+    from .eval.report import plot_timeline
     from .models import load, load_plan_config, tiny_model, tiny_tokenizer
-    from .tasks import TASKS, make_sample, score
-    from .viz import plot_read_timeline
+    from .tasks import TASKS, make_sample
 
     if args.task not in TASKS:
         raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
@@ -165,28 +167,21 @@ def run_demo(args: argparse.Namespace) -> int:
     sample = make_sample(args.task, tok, args.length, args.seed)
     layout = sample.layout(tok)
     evidence = sample.evidence_spans(layout)
-    runs = {}
+    records = {}
     for pol in ("dac", "full"):
+        t0 = time.perf_counter()
         res = generate(model, tok, [layout], policy=pol, config=cfg,
                        max_new_tokens=spec.max_new_tokens, evidence=[evidence], **extra)[0]
-        runs[pol] = (res, score(args.task, res.answer, sample))
-    dac_res, dac_score = runs["dac"]
+        records[pol] = make_record(sample, layout, evidence, res, pol, cfg.block_size,
+                                   time.perf_counter() - t0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    lengths = [s.length for s in dac_res.steps]
-    events = [(e.step, e.text) for e in dac_res.events]
-    png = None if not dac_res.blocks else plot_read_timeline(dac_res.blocks, lengths, layout, cfg.block_size,
-                             out / "timeline.png", evidence=evidence, events=events,
-                             title=f"{name}: {args.task}, {layout.prompt_len} prompt tokens, "
-                             f"DAC read {dac_res.fraction:.1%} of the KV")
-    payload = {
-        "model": name, "notice": notice, "task": args.task, "question": sample.question,
-        "expected": sample.answers, "ideal": sample.target, "prompt_tokens": layout.prompt_len,
-        "sections": layout.num_sections, "block_size": cfg.block_size,
-        "evidence_sections": sorted({s for s, _, _ in sample.evidence}),
-        "runs": {pol: {**r.to_dict(), "score": sc} for pol, (r, sc) in runs.items()},
-        "timeline_png": str(png) if png else None,
-    }
+    png = out / "timeline.png"
+    plot_timeline(list(records.values()), png)
+    payload = {"model": name, "notice": notice, "question": sample.question,
+               "expected": sample.answers, "ideal": sample.target,
+               "evidence_sections": sorted({s for s, _, _ in sample.evidence}),
+               "runs": records, "timeline_png": str(png)}
     (out / "demo.json").write_text(json.dumps(payload, indent=2))
     if args.json:
         json.dump(payload, sys.stdout)
@@ -198,15 +193,17 @@ def run_demo(args: argparse.Namespace) -> int:
     con = Console()
     if notice:
         con.print(f"[yellow]note:[/yellow] {notice}")
+    dac = records["dac"]
     con.print(f"[bold]{name}[/bold] on {args.task}: {layout.prompt_len} prompt tokens in "
               f"{layout.num_sections} sections; the fact sits in section(s) "
               f"{', '.join(f'S{s}' for s in payload['evidence_sections'])}")
     con.print(f"[bold]question[/bold]: {escape(sample.question)}")
     con.print(f"[bold]expected[/bold]: {escape(', '.join(sample.answers))}")
-    print_result({**dac_res.to_dict(), "policy": "dac", "sections": layout.num_sections})
-    full_res, full_score = runs["full"]
-    con.print(f"score under DAC: {dac_score:.2f}   under full attention: {full_score:.2f} "
-              f"(answer: {escape(repr(full_res.answer))})")
-    if png:
-        con.print(f"picture of what each decode step read: {png}")
+    print_result({"answer": dac["answer"], "timeline": dac["directives"], "kv": {
+        **dac["kv"], "decode_steps": len(dac["kv"]["per_step"])}, "policy": "dac",
+        "sections": layout.num_sections, "prompt_tokens": layout.prompt_len})
+    full = records["full"]
+    con.print(f"score under DAC: {dac['score']:.2f}   under full attention: "
+              f"{full['score']:.2f} (answer: {escape(repr(full['answer']))})")
+    con.print(f"picture of what each decode step read: {png}")
     return 0
