@@ -120,3 +120,13 @@ def test_summaries_weigh_tasks_equally():
     (row,) = summarize([a, b], ("family", "policy"))
     assert row["accuracy"] == 0.5 and row["cost"] == pytest.approx(0.3)
     assert row["n"] == 4 and row["cells"] == 2
+
+
+def test_safety_fired_share_only_for_policies_with_a_net():
+    assert cell_metrics([_rec(1.0, 10, 100, 1.0)])["safety_fired"] is None
+    recs = [_rec(1.0, 10, 100, 1.0, policy="dac+safety") for _ in range(4)]
+    for r, fired in zip(recs, [True, False, False, True]):
+        r["policy_report"] = {"safety": {"fired": fired}}
+    c = cell_metrics(recs)
+    assert c["safety_fired"] == 0.5
+    assert summarize([c], ("policy",))[0]["safety_fired"] == 0.5

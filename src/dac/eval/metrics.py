@@ -7,6 +7,8 @@
 * ``adherence``: share of outputs with well-formed directives; ``mode_match``: share whose
   first directive has the ideal mode (focus / global / local).
 * ``wall_s``: generation wall time of the cell (sample building excluded).
+* ``safety_fired``: for ``X+safety`` policies, share of samples whose safety net widened to
+  global (``None`` for policies without a net).
 
 Family and policy summaries average the cell values with equal weight per task.
 """
@@ -23,12 +25,18 @@ from typing import Any
 
 SCHEMA = "dac.eval.metrics/1"
 CELL_FIELDS = ["task", "family", "length", "policy", "n", "accuracy", "accuracy_se", "cost",
-               "evidence_recall", "adherence", "mode_match", "wall_s", "prompt_tokens",
-               "decode_steps"]
+               "evidence_recall", "adherence", "mode_match", "safety_fired", "wall_s",
+               "prompt_tokens", "decode_steps"]
 
 
 def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
+
+
+def _safety_fired(records: list[dict[str, Any]]) -> float | None:
+    nets = [(r.get("policy_report") or {}).get("safety") for r in records]
+    nets = [x for x in nets if x is not None]
+    return sum(bool(x["fired"]) for x in nets) / len(nets) if nets else None
 
 
 def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -46,6 +54,7 @@ def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
         "evidence_recall": _mean(recalls),
         "adherence": sum(bool(r["adherent"]) for r in records) / n,
         "mode_match": sum(bool(r["mode_match"]) for r in records) / n,
+        "safety_fired": _safety_fired(records),
         "wall_s": sum(r["wall_s"] for r in records),
         "prompt_tokens": sum(r["prompt_tokens"] for r in records) / n,
         "decode_steps": sum(len(r["kv"]["per_step"]) for r in records) / n,
@@ -62,7 +71,8 @@ def summarize(cells: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str
         row: dict[str, Any] = dict(zip(by, key))
         row["cells"] = len(cs)
         row["n"] = sum(c["n"] for c in cs)
-        for m in ("accuracy", "cost", "evidence_recall", "adherence", "mode_match"):
+        for m in ("accuracy", "cost", "evidence_recall", "adherence", "mode_match",
+                  "safety_fired"):
             row[m] = _mean([c[m] for c in cs if c[m] is not None])
         row["wall_s"] = sum(c["wall_s"] for c in cs)
         out.append(row)

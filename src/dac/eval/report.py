@@ -253,7 +253,8 @@ def _html(config: dict[str, Any], metrics: dict[str, Any],
         f"<tr><td>{e(r['family'])}</td><td>{e(r['policy'])}</td><td>{r['n']}</td>"
         f"<td>{_fmt(r['accuracy'], 3)}</td><td>{_fmt(r['cost'], 3)}</td>"
         f"<td>{_fmt(r['evidence_recall'], 3)}</td><td>{_fmt(r['adherence'])}</td>"
-        f"<td>{_fmt(r['mode_match'])}</td><td>{r['wall_s']:.1f}</td></tr>"
+        f"<td>{_fmt(r['mode_match'])}</td><td>{_fmt(r.get('safety_fired'))}</td>"
+        f"<td>{r['wall_s']:.1f}</td></tr>"
         for r in sorted(metrics["by_family"], key=lambda r: (
             FAMILIES.index(r["family"]), policies.index(r["policy"]))))
     cells = {(c["task"], c["length"], c["policy"]): c for c in metrics["cells"]}
@@ -298,7 +299,8 @@ figure {{ margin: 1.5em 0; }}
 <img src="accuracy_by_length.png" alt="accuracy versus length">
 <h2>By family and policy</h2>
 <table><tr><th>family</th><th>policy</th><th>samples</th><th>accuracy</th><th>cost</th>
-<th>evidence recall</th><th>adherence</th><th>mode match</th><th>wall s</th></tr>
+<th>evidence recall</th><th>adherence</th><th>mode match</th><th>safety net fired</th>
+<th>wall s</th></tr>
 {fam_rows}</table>
 <h2>Per task</h2>
 <table><tr><th rowspan=2>task</th><th rowspan=2>family</th><th rowspan=2>length</th>
@@ -317,6 +319,8 @@ per-sample records under <code>cells/</code>.</p>
 decode steps from the first well-formed directive on (all steps if none).</li>
 <li><b>adherence</b>: share of outputs that declare a directive and whose directives are all
 well-formed; <b>mode match</b>: share whose first directive has the ideal mode.</li>
+<li><b>safety net fired</b>: for <code>X+safety</code> policies, share of outputs whose safety
+net widened the read to global (docs/reliability.md).</li>
 </ul>
 </body></html>
 """
