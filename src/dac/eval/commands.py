@@ -112,13 +112,18 @@ def print_summary(metrics: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    def fmt(x: float | None, digits: int) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    nets = any(r.get("safety_fired") is not None for r in metrics["by_family"])
     t = Table(title="by family and policy (mean over tasks and lengths)")
-    for col in ("family", "policy", "accuracy", "cost", "evidence recall", "adherence"):
+    cols = ["family", "policy", "accuracy", "cost", "evidence recall", "adherence"]
+    for col in cols + (["safety fired"] if nets else []):
         t.add_column(col)
     for row in metrics["by_family"]:
-        rec = row["evidence_recall"]
-        t.add_row(row["family"], row["policy"], f"{row['accuracy']:.3f}", f"{row['cost']:.3f}",
-                  "-" if rec is None else f"{rec:.3f}", f"{row['adherence']:.2f}")
+        cells = [row["family"], row["policy"], fmt(row["accuracy"], 3), fmt(row["cost"], 3),
+                 fmt(row["evidence_recall"], 3), fmt(row["adherence"], 2)]
+        t.add_row(*cells, *([fmt(row.get("safety_fired"), 2)] if nets else []))
     Console(stderr=False).print(t)
 
 
