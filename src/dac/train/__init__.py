@@ -1,0 +1,9 @@
+"""Training protocol-following models with the project's own pipeline (``dac train``).
+
+See ``docs/training.md``; the recipe of the shipped model is ``configs/dac-tiny.json``.
+The loop lives in :mod:`dac.train.loop` (imported on use: it pulls in torch and transformers).
+"""
+
+from .config import ModelShape, Stage, TokenizerSpec, TrainConfig
+
+__all__ = ["ModelShape", "Stage", "TokenizerSpec", "TrainConfig"]

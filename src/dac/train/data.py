@@ -1,0 +1,129 @@
+"""Training examples from the suite's task generators, with their answer masks.
+
+Sequence = prompt (``build_prompt``: the same template as inference) + ``sample.target``
+(the ideal directive, a space, the answer) + EOS. The loss covers the target tokens only; the
+target tokens after the directive's close are trained under :func:`answer_mask`.
+Every example is a pure function of (config, global index): seeds are ``seed_base + index``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..planning.blocks import PlanConfig
+from ..protocol.context import build_prompt
+from ..protocol.grammar import CLOSE, Mode
+from .config import Stage, TrainConfig
+from .masking import AnswerMask, answer_mask
+
+SampleFn = Callable[[str, Any, int, int], Any]  # make_sample(task, tokenizer, length, seed)
+
+
+@dataclass
+class Example:
+    ids: list[int]
+    prompt_len: int  # loss on positions prompt_len.. (the target)
+    mask: AnswerMask
+    task: str
+    seed: int
+
+
+def directive_close(tokenizer: Any, target: str) -> int:
+    """Index of the target token that completes the first directive (``-1`` if none)."""
+    end = target.find(CLOSE)
+    if end < 0:
+        return -1
+    end += len(CLOSE)
+    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    for i, (_, stop) in enumerate(enc["offset_mapping"]):
+        if stop >= end:
+            return i
+    return -1
+
+
+def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, task: str = "",
+                 seed: int = 0) -> Example:
+    layout = build_prompt(tokenizer, sample.sections, sample.question)
+    target = tokenizer(sample.target, add_special_tokens=False)["input_ids"]
+    ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
+    directive = sample.directive
+    close = directive_close(tokenizer, sample.target)
+    if dense or close < 0 or directive is None or directive.mode is Mode.GLOBAL:
+        mask = AnswerMask(-1, [])
+    else:
+        mask = answer_mask(directive, layout, layout.prompt_len + close, len(ids) - 1, plan)
+    return Example(ids, layout.prompt_len, mask, task, seed)
+
+
+def pick(cfg: TrainConfig, tasks: list[str], stage: Stage, index: int) -> tuple[str, int, int, bool]:
+    """(task, length, seed, dense) of training example ``index`` (global, across stages)."""
+    seed = cfg.seed_base + index
+    rng = random.Random(seed * 2654435761 % (1 << 61))
+    mix = stage.tasks if stage.tasks is not None else cfg.tasks
+    weights = [mix.get(t, 0.0 if stage.tasks is not None else 1.0) if mix else 1.0
+               for t in tasks]
+    task = rng.choices(tasks, weights)[0]
+    length = rng.randint(stage.lo, stage.length)
+    dense = rng.random() < cfg.dense_answer_fraction
+    return task, length, seed, dense
+
+
+class StageData(torch.utils.data.Dataset):
+    """Examples ``offset .. offset + steps * batch`` of one stage (index -> example)."""
+
+    def __init__(self, cfg: TrainConfig, stage: Stage, tokenizer: Any, tasks: list[str],
+                 offset: int, batch: int, width: int, sample_fn: SampleFn):
+        self.cfg, self.stage, self.tok, self.tasks = cfg, stage, tokenizer, tasks
+        self.offset, self.batch, self.width, self.sample_fn = offset, batch, width, sample_fn
+
+    def __len__(self) -> int:
+        return self.stage.steps * self.batch
+
+    def __getitem__(self, i: int) -> Example | None:
+        task, length, seed, dense = pick(self.cfg, self.tasks, self.stage, self.offset + i)
+        for _ in range(6):
+            try:
+                sample = self.sample_fn(task, self.tok, length, seed)
+            except ValueError:  # the task's minimum prompt is longer: ask for more
+                length = int(length * 1.2) + 32
+                continue
+            ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed)
+            if len(ex.ids) <= self.width:
+                return ex
+            length = max(64, int(length * 0.85))  # overflowed the stage width: shorter
+        return None
+
+
+@dataclass
+class Batch:
+    ids: torch.Tensor  # [B, W]
+    targets: torch.Tensor  # [B, W]: next-token labels, -100 where no loss
+    prompt_targets: torch.Tensor  # [B, W]: next-token labels inside the prompt, -100 elsewhere
+    masks: list[AnswerMask]
+    tasks: list[str]
+    dropped: int
+
+
+def collate(examples: list[Example | None], width: int, pad_id: int) -> Batch:
+    kept = [e for e in examples if e is not None]
+    dropped = len(examples) - len(kept)
+    while len(kept) < len(examples):  # keep the batch shape static (compiled kernels)
+        kept.append(kept[len(kept) % max(1, len(kept))] if kept else None)  # type: ignore[arg-type]
+    if kept[0] is None:
+        raise RuntimeError("every example of a batch overflowed the stage width")
+    ids = torch.full((len(kept), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(kept), width), -100, dtype=torch.long)
+    prompt_targets = torch.full((len(kept), width), -100, dtype=torch.long)
+    for b, e in enumerate(kept):
+        n = len(e.ids)
+        ids[b, :n] = torch.tensor(e.ids)
+        prompt_targets[b, : e.prompt_len - 1] = torch.tensor(e.ids[1: e.prompt_len])
+        # position p predicts token p + 1; the loss covers the target (and EOS)
+        targets[b, e.prompt_len - 1: n - 1] = torch.tensor(e.ids[e.prompt_len:])
+    return Batch(ids, targets, prompt_targets, [e.mask for e in kept], [e.task for e in kept],
+                 dropped)

@@ -1,0 +1,135 @@
+"""A small evaluation of a trained model on held-out seeds: accuracy versus decoding cost.
+
+For each (task, length) cell: DAC and full attention on the same samples, then streaming and
+Quest at DAC's measured KV budget (same cost). Seeds ``seed0 .. seed0 + n - 1`` are disjoint
+from training seeds (``TrainConfig.seed_base`` and up). Used for the model card when the
+suite's runner is not available on the machine that has the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..engines.hf import generate
+from ..planning.blocks import PlanConfig
+from ..protocol.grammar import Mode
+from ..tasks import TASKS, make_sample, score
+from .loop import plan_config
+
+
+def adherence(sample: Any, result: Any) -> dict[str, Any]:
+    """Did the first declaration match the ideal one (mode; for focus, the evidence covered)?"""
+    ev = next((e for e in result.events), None)
+    applied = ev.applied if ev is not None else None
+    want = sample.directive
+    mode_ok = applied is not None and ev.kind == "directive" and applied.mode is want.mode
+    covered = None
+    if mode_ok and want.mode is Mode.FOCUS:
+        covered = set(want.sections()) <= set(applied.sections())
+    return {"declared": ev.text if ev else None, "mode_ok": bool(mode_ok),
+            "exact": bool(applied == want and ev.kind == "directive") if ev else False,
+            "covers": covered}
+
+
+def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanConfig,
+             max_new: int, batch: int) -> list[dict[str, Any]]:
+    tok.padding_side = "left"
+    out = []
+    for i in range(0, len(samples), batch):
+        chunk = samples[i:i + batch]
+        layouts = [s.layout(tok) for s in chunk]
+        evidence = [s.evidence_spans(lay) for s, lay in zip(chunk, layouts)]
+        res = generate(model, tok, layouts, policy=policy, config=cfg, max_new_tokens=max_new,
+                       evidence=evidence)
+        for s, r in zip(chunk, res):
+            recalls = [st.recall for st in r.steps if st.recall is not None]
+            out.append({"id": s.id, "task": s.task, "family": s.family, "length": s.length,
+                        "policy": policy, "score": score(s.task, r.answer, s),
+                        "answer": r.answer[:120], "fraction": r.fraction,
+                        "read_per_step": r.kv_read / max(1, len(r.steps)),
+                        "recall": sum(recalls) / len(recalls) if recalls else None,
+                        **adherence(s, r)})
+    return out
+
+
+def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        cells[(r["family"], r["length"], r["policy"].split(":")[0])].append(r)
+    rows = []
+    for (fam, length, pol), rs in sorted(cells.items()):
+        rows.append({"family": fam, "length": length, "policy": pol, "n": len(rs),
+                     "accuracy": round(sum(r["score"] for r in rs) / len(rs), 4),
+                     "kv_fraction": round(sum(r["fraction"] for r in rs) / len(rs), 4),
+                     "mode_adherence": round(sum(r["mode_ok"] for r in rs) / len(rs), 4)})
+    return rows
+
+
+def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: int,
+             seed0: int = 0, batch: int = 16, device: str | None = None,
+             same_cost: bool = True, time_limit: float | None = None,
+             log: Any = print) -> dict[str, Any]:
+    from ..models import load
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tok = load(model_dir, dtype=torch.bfloat16 if dev == "cuda" else torch.float32,
+                      device=dev)
+    cfg = plan_config(model_dir) or PlanConfig()
+    t0 = time.time()
+    records: list[dict[str, Any]] = []
+    for length in lengths:
+        for task in tasks:
+            if time_limit and time.time() - t0 > time_limit:
+                log(json.dumps({"event": "time_limit", "at": f"{task}@{length}"}))
+                return {"records": records, "summary": summarize(records), "plan": cfg.__dict__}
+            samples = [make_sample(task, tok, length, seed0 + i) for i in range(n)]
+            max_new = TASKS[task].max_new_tokens
+            cell = {}
+            for pol in ("full", "dac"):
+                cell[pol] = run_cell(model, tok, samples, pol, cfg, max_new, batch)
+                records += cell[pol]
+            if same_cost and TASKS[task].family in ("retrieval", "multi"):
+                budget = sum(r["read_per_step"] for r in cell["dac"]) / len(cell["dac"])
+                for pol in (f"streaming:window={max(cfg.block_size, int(budget - cfg.sink_tokens))}",
+                            f"quest:budget_tokens={max(cfg.block_size, int(budget))},dense_layers=0"):
+                    records += run_cell(model, tok, samples, pol, cfg, max_new, batch)
+            acc = {p: round(sum(r["score"] for r in rs) / len(rs), 3) for p, rs in cell.items()}
+            log(json.dumps({"event": "cell", "task": task, "length": length, "acc": acc,
+                            "dac_fraction": round(sum(r["fraction"] for r in cell["dac"])
+                                                  / len(cell["dac"]), 3),
+                            "elapsed_s": round(time.time() - t0, 1)}))
+    return {"records": records, "summary": summarize(records), "plan": cfg.__dict__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("model")
+    p.add_argument("--tasks", default="all")
+    p.add_argument("--lengths", default="4096,8192")
+    p.add_argument("--n", type=int, default=20)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--time-limit", type=float, default=None)
+    p.add_argument("--no-same-cost", action="store_true")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    from ..tasks import resolve_tasks
+
+    res = evaluate(a.model, tasks=resolve_tasks(a.tasks),
+                   lengths=[int(x) for x in a.lengths.split(",")], n=a.n, batch=a.batch,
+                   same_cost=not a.no_same_cost, time_limit=a.time_limit)
+    Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
+    for row in res["summary"]:
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Answer tokens trained under the mask their directive implies.
+
+At inference the runtime parses the model's own text; from the step whose token completes a
+directive (``]]``), attention reads only the blocks :func:`~dac.planning.blocks.plan_dac`
+keeps for that directive at that length. Training applies the same rule: the query at
+position ``q >= d`` (``d`` = the token that closes the directive) sees exactly the positions of
+``plan_dac(directive, layout, q + 1, cfg)`` up to ``q``; every other row is ordinary causal
+attention (the prompt is prefilled densely, the directive is written under ``global``).
+
+The mask is a dense boolean ``[B, 1, L, L]`` tensor run through SDPA on CPU and GPU alike
+(no compilation; the models trained here are small enough that this is not the bottleneck).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..planning.blocks import PlanConfig, num_blocks, plan_dac
+from ..protocol.context import PromptLayout
+from ..protocol.grammar import Directive
+
+ATTN_IMPLEMENTATION = "dac_train"
+
+
+@dataclass
+class AnswerMask:
+    """Kept KV blocks for query rows ``start, start + 1, ...`` (``rows[i]`` is for ``start + i``).
+
+    ``start = -1`` (no rows) means the whole sequence is plain causal."""
+
+    start: int
+    rows: list[list[int]]
+
+
+def answer_mask(directive: Directive | None, layout: PromptLayout, close_pos: int, end: int,
+                cfg: PlanConfig) -> AnswerMask:
+    """Rows for queries ``close_pos .. end - 1`` under ``directive`` (``None``: dense)."""
+    if directive is None or close_pos < 0:
+        return AnswerMask(-1, [])
+    return AnswerMask(close_pos, [plan_dac(directive, layout, q + 1, cfg)
+                                  for q in range(close_pos, end)])
+
+
+def keep_table(masks: list[AnswerMask], width: int, block_size: int, device: Any = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``starts [B]``, ``counts [B]`` and ``keep [B, R, n_blocks]`` (bool) for a padded batch."""
+    nb = num_blocks(width, block_size)
+    r = max([len(m.rows) for m in masks] + [1])
+    keep = torch.zeros(len(masks), r, nb, dtype=torch.bool)
+    starts = torch.full((len(masks),), width, dtype=torch.long)
+    counts = torch.zeros(len(masks), dtype=torch.long)
+    for b, m in enumerate(masks):
+        if m.start < 0:
+            continue
+        starts[b] = m.start
+        counts[b] = len(m.rows)
+        for i, blocks in enumerate(m.rows):
+            keep[b, i, blocks] = True
+    return starts.to(device), counts.to(device), keep.to(device)
+
+
+def dense_mask(masks: list[AnswerMask], width: int, block_size: int,
+               device: Any = None) -> torch.Tensor:
+    """The boolean ``[B, 1, width, width]`` mask (True = attend), built on ``device``."""
+    starts, counts, keep = keep_table(masks, width, block_size, device)
+    b, r = keep.shape[0], keep.shape[1]
+    pos = torch.arange(width, device=device)
+    causal = pos[None, :] <= pos[:, None]
+    out = causal.expand(b, width, width).clone()
+    rows = starts[:, None] + torch.arange(r, device=device)[None, :]  # [B, R]
+    valid = (torch.arange(r, device=device)[None, :] < counts[:, None]) & (rows < width)
+    bi, ri = valid.nonzero(as_tuple=True)
+    q = rows[bi, ri]
+    out[bi, q] = keep[bi, ri][:, pos // block_size] & causal[q]
+    return out[:, None]
+
+
+# -- the attention function used while training ------------------------------------------------
+_CURRENT: dict[str, Any] = {"mask": None}
+
+
+def train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                    value: torch.Tensor, attention_mask: Any, dropout: float = 0.0,
+                    scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention under the batch's answer mask (set by :func:`use_mask`)."""
+    mask = _CURRENT["mask"]
+    if mask is None:
+        raise RuntimeError("train_attention called outside use_mask()")
+    groups = query.shape[1] // key.shape[1]
+    k = key.repeat_interleave(groups, dim=1)
+    v = value.repeat_interleave(groups, dim=1)
+    out = torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask,
+                                                           scale=scaling)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    """Make ``attn_implementation="dac_train"`` known to transformers (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTN_IMPLEMENTATION, train_attention)
+    AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
+
+
+@contextlib.contextmanager
+def use_mask(mask: Any) -> Iterator[None]:
+    """Run forwards under ``mask`` (a boolean ``[B, 1, L, L]`` tensor, True = attend)."""
+    prev = _CURRENT["mask"]
+    _CURRENT["mask"] = mask
+    try:
+        yield
+    finally:
+        _CURRENT["mask"] = prev

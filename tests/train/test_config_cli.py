@@ -1,0 +1,97 @@
+"""The training config and the ``dac train`` command: clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dac.cli import main
+from dac.train.config import TrainConfig
+from dac.train.loop import segment, stage_shape
+from dac.train.tokenizer import protocol_tokens
+
+
+def test_shipped_configs_load():
+    cfg = TrainConfig.load("configs/dac-tiny.json")
+    assert cfg.model.head_dim == 64 and cfg.model.hidden == cfg.model.heads * 64
+    assert cfg.seed_base >= 1_000_000  # training seeds stay clear of evaluation seeds
+    assert [s.restart for s in cfg.stages].count(True) >= 1
+    toy = TrainConfig.load("configs/toy.json")
+    assert toy.total_steps > 0
+
+
+def test_segments_follow_restarts():
+    cfg = TrainConfig.load("configs/dac-tiny.json")
+    starts = [i for i, s in enumerate(cfg.stages) if s.restart]
+    for i in range(len(cfg.stages)):
+        a, b = segment(cfg, i)
+        assert a <= i < b
+        assert a == max([0] + [r for r in starts if r <= i])
+
+
+def test_stage_shape_fits_the_prompt_tolerance():
+    cfg = TrainConfig.load("configs/dac-tiny.json")
+    for s in cfg.stages:
+        width, batch = stage_shape(s)
+        assert width % 128 == 0 and width >= s.length * 1.05 + 96 and batch >= 1
+
+
+@pytest.mark.parametrize("bad, msg", [
+    ({"stages": []}, "no curriculum stages"),
+    ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}], "bogus": 1}, "unknown config keys"),
+    ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}],
+      "model": {"hidden": 100, "heads": 2, "head_dim": 64}}, "hidden must equal"),
+    ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}],
+      "dense_answer_fraction": 2}, "dense_answer_fraction"),
+])
+def test_bad_configs_are_refused(bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        TrainConfig.from_dict(bad)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--config", str(tmp_path / "missing.json")]) == 2
+    assert "config not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}]}))
+    assert main(["train", "--config", str(good), "--stages", "3:9"]) == 2
+    assert "outside the config" in capsys.readouterr().err
+    assert main(["train", "--config", str(good), "--init", str(tmp_path / "nope")]) == 2
+    assert "--init directory not found" in capsys.readouterr().err
+
+
+def test_protocol_tokens_cover_markers_and_directives():
+    toks = protocol_tokens(3)
+    assert {"[S1]", "[S3]", "[[global]]", "[[local]]", "]]", "[[focus S2]]", "[[focus S2",
+            ", S3", "-S3"} <= set(toks)
+    assert len(toks) == len(set(toks))
+
+
+def test_unknown_tasks_are_refused_before_any_work(tmp_path):
+    from dac.train.loop import train
+
+    cfg = TrainConfig.from_dict({"tasks": {"no_such_task": 1},
+                                 "stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}]})
+    with pytest.raises(ValueError, match="unknown tasks in config: no_such_task"):
+        train(cfg, tmp_path / "x")
+
+
+def test_finetune_config_continues_the_shipped_model():
+    """``configs/dac-tiny-ft.json`` runs with ``--init src/dac/assets/dac-tiny``: same model
+    shape, tokenizer and planner, training seeds clear of evaluation seeds and of the first
+    recipe's, and every stage's tasks inside its mixture (``train`` refuses them otherwise)."""
+    base = TrainConfig.load("configs/dac-tiny.json")
+    ft = TrainConfig.load("configs/dac-tiny-ft.json")
+    assert (ft.model, ft.tokenizer, ft.plan) == (base.model, base.tokenizer, base.plan)
+    used = sum(st.steps * stage_shape(st)[1] for st in base.stages)  # seeds the first recipe plans
+    assert ft.seed_base >= base.seed_base + used
+    assert ft.stages[0].restart and all(s.prompt_loss_weight > 0 for s in ft.stages)
+    mixture = {t for t, w in ft.tasks.items() if w > 0}
+    for s in ft.stages:
+        assert set(s.tasks or {}) <= mixture
+    assert [s.length for s in ft.stages] == sorted(s.length for s in ft.stages)

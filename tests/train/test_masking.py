@@ -1,0 +1,137 @@
+"""The training mask is exactly what DAC decoding reads: same logits, token for token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from dac.engines.hf import generate
+from dac.models import tiny_model, train_tokenizer
+from dac.planning.blocks import PlanConfig, plan_dac
+from dac.protocol.context import build_prompt
+from dac.protocol.grammar import Directive, Mode, parse_directive
+from dac.protocol.prompt import SYSTEM_PROMPT
+from dac.train.data import collate, directive_close, make_example
+from dac.train.masking import (
+    ATTN_IMPLEMENTATION, AnswerMask, answer_mask, dense_mask, register, use_mask)
+from dac.train.tokenizer import protocol_tokens
+
+from ..helpers import ForceText
+
+CFG = PlanConfig(block_size=16, sink_tokens=16, keep_preamble=False, window=16, local_window=48)
+
+
+@dataclass
+class FakeSample:
+    sections: list[str]
+    question: str
+    directive: Directive
+    target: str
+
+
+@pytest.fixture(scope="module")
+def tok():
+    text = SYSTEM_PROMPT + " the river runs past the old mill and the harbour 0123456789 " * 20
+    return train_tokenizer([text] * 4, vocab_size=400, extra_tokens=protocol_tokens(12))
+
+
+def _sample(d: str, answer: str = " 4821 7730 river") -> FakeSample:
+    secs = [f"the river {i} runs past the old mill " * (3 + i % 3) for i in range(1, 9)]
+    directive = parse_directive(d[2:-2])
+    return FakeSample(secs, "Which number follows the mill?", directive, d + answer)
+
+
+def test_directive_close_is_the_token_that_writes_the_brackets(tok):
+    for text in ["[[focus S3]] 12", "[[focus S2, S5-S7]] 12", "[[global]] x", "[[local]] 7"]:
+        k = directive_close(tok, text)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids[: k + 1]).endswith("]]")
+        assert not tok.decode(ids[:k]).endswith("]]")
+    assert directive_close(tok, "no directive") == -1
+
+
+def test_answer_rows_follow_the_planner(tok):
+    s = _sample("[[focus S2, S6]]")
+    ex = make_example(s, tok, CFG, dense=False)
+    lay = build_prompt(tok, s.sections, s.question)
+    close = lay.prompt_len + directive_close(tok, s.target)
+    assert ex.mask.start == close
+    for i, row in enumerate(ex.mask.rows):
+        assert row == plan_dac(s.directive, lay, close + i + 1, CFG)
+    m = dense_mask([ex.mask], len(ex.ids), CFG.block_size)[0, 0]
+    # prompt and directive rows are causal; an answer row drops most of the document
+    assert torch.equal(m[: close], torch.ones(close, len(ex.ids), dtype=torch.bool).tril()[: close])
+    assert m[close].sum() < (close + 1) // 2
+    assert make_example(s, tok, CFG, dense=True).mask.start == -1
+    glob = _sample("[[global]]")
+    assert make_example(glob, tok, CFG, dense=False).mask.start == -1
+
+
+def test_batched_mask_equals_rows_built_one_by_one(tok):
+    exs = [make_example(_sample(d), tok, CFG, dense=dense)
+           for d, dense in [("[[focus S3]]", False), ("[[local]]", False), ("[[global]]", False),
+                            ("[[focus S1, S4]]", True), ("[[focus S8]]", False)]]
+    width = max(len(e.ids) for e in exs) + 5
+    got = dense_mask([e.mask for e in exs], width, CFG.block_size)
+    assert got.shape == (len(exs), 1, width, width)
+    for b, e in enumerate(exs):
+        want = torch.ones(width, width, dtype=torch.bool).tril()
+        for i, blocks in enumerate(e.mask.rows):
+            allowed = torch.zeros(width, dtype=torch.bool)
+            for j in blocks:
+                allowed[j * CFG.block_size:(j + 1) * CFG.block_size] = True
+            want[e.mask.start + i] &= allowed
+        assert torch.equal(got[b, 0], want)
+
+
+class Record(LogitsProcessor):
+    def __init__(self):
+        self.scores: list[torch.Tensor] = []
+
+    def __call__(self, input_ids, scores):
+        self.scores.append(scores.clone())
+        return scores
+
+
+@pytest.mark.parametrize("directive", ["[[focus S3]]", "[[focus S2, S5-S6]]", "[[local]]"])
+def test_training_logits_equal_dac_decode_logits(tok, directive):
+    """Teacher-forced training forward under the answer mask == DAC generation, step by step."""
+    s = _sample(directive)
+    ex = make_example(s, tok, CFG, dense=False)
+    model = tiny_model("llama", vocab_size=len(tok), head_dim=16, seed=3)
+    lay = build_prompt(tok, s.sections, s.question)
+    target = ex.ids[lay.prompt_len:]
+    rec = Record()
+    procs = LogitsProcessorList([rec, ForceText([target], lay.prompt_len)])
+    generate(model, tok, [lay], policy="dac", config=CFG, max_new_tokens=len(target),
+             logits_processor=procs)
+    decoded = torch.stack([x[0] for x in rec.scores])  # [T, V], step t predicts target[t]
+
+    register()
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    batch = collate([ex], len(ex.ids), tok.pad_token_id)
+    try:
+        with torch.no_grad():
+            mask = dense_mask(batch.masks, len(ex.ids), CFG.block_size)
+            with use_mask(mask):
+                train_logits = model(batch.ids).logits[0]
+            with use_mask(dense_mask([AnswerMask(-1, [])], len(ex.ids), CFG.block_size)):
+                full_logits = model(batch.ids).logits[0]
+    finally:
+        model.set_attn_implementation("sdpa")
+    n = len(decoded)
+    pos = slice(lay.prompt_len - 1, lay.prompt_len - 1 + n)
+    torch.testing.assert_close(train_logits[pos], decoded, atol=2e-4, rtol=1e-4)
+    # the mask matters: full attention differs on the answer tokens
+    first_masked = ex.mask.start - (lay.prompt_len - 1)
+    assert not torch.allclose(full_logits[pos][first_masked:], decoded[first_masked:], atol=1e-3)
+
+
+def test_answer_mask_none_is_dense(tok):
+    s = _sample("[[focus S1]]")
+    lay = build_prompt(tok, s.sections, s.question)
+    assert answer_mask(None, lay, 5, 10, CFG).start == -1
+    assert answer_mask(Directive(Mode.FOCUS, ((1, 1),)), lay, 5, 8, CFG).rows

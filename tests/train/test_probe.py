@@ -1,0 +1,63 @@
+"""The copying probes measure what they claim: a perfect copier scores ~0 on the repeat and
+on the answer; a model that ignores its input pays log(vocab) everywhere."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import torch
+
+from dac.train.probe import answer_losses, repeat_loss
+
+V = 512
+
+
+class Copier(torch.nn.Module):
+    """Predicts the token ``lag`` positions back, shifted by one (a perfect induction head);
+    before position ``lag`` it predicts nothing in particular (uniform)."""
+
+    def __init__(self, lag: int):
+        super().__init__()
+        self.lag = lag
+        self.device = torch.device("cpu")
+
+    def forward(self, ids: torch.Tensor) -> SimpleNamespace:
+        b, n = ids.shape
+        logits = torch.zeros(b, n, V)
+        for p in range(self.lag, n):
+            logits[torch.arange(b), p, ids[:, p - self.lag + 1]] = 50.0
+        return SimpleNamespace(logits=logits)
+
+
+class Oracle(torch.nn.Module):
+    """Knows the sequence it is fed: puts all mass on each next token."""
+
+    device = torch.device("cpu")
+
+    def forward(self, ids: torch.Tensor) -> SimpleNamespace:
+        logits = torch.zeros(*ids.shape, V)
+        logits[:, :-1].scatter_(-1, ids[:, 1:, None], 50.0)
+        return SimpleNamespace(logits=logits)
+
+
+class Uniform(Oracle):
+    def forward(self, ids: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(logits=torch.zeros(*ids.shape, V))
+
+
+def test_repeat_loss_separates_a_copier_from_a_model_that_does_not_copy():
+    span = 40
+    copier = repeat_loss(Copier(span), bos_id=1, vocab=V, span=span)
+    assert copier["repeat"] < 1e-3
+    assert abs(copier["first"] - math.log(V)) < 0.5  # the first copy cannot be predicted
+    blind = repeat_loss(Uniform(), bos_id=1, vocab=V, span=span)
+    assert abs(blind["first"] - math.log(V)) < 1e-3 and abs(blind["repeat"] - math.log(V)) < 1e-3
+
+
+def test_answer_losses_are_per_target_position(tokenizer):
+    perfect = answer_losses(Oracle(), tokenizer, "passkey", length=400, n=2)
+    blind = answer_losses(Uniform(), tokenizer, "passkey", length=400, n=2)
+    assert len(perfect) == len(blind) >= 2  # the directive token, then the answer's
+    assert max(perfect) < 1e-3
+    assert all(abs(x - math.log(V)) < 1e-3 for x in blind)
