@@ -27,6 +27,11 @@ class Stage:
     restart: bool = False  # fresh optimizer and a new warmup + cosine over the stages from here
     #: weight of an auxiliary next-token loss on the prompt (the document); 0 = target only
     prompt_loss_weight: float = 0.0
+    #: "tasks": the suite's generators; "copy": synthetic repeated spans and key-value lookups
+    #: with a next-token loss over the whole sequence (a warm-up that forms copying heads)
+    kind: str = "tasks"
+    #: share of a "tasks" stage's examples drawn from the copy generator instead (rehearsal)
+    copy_fraction: float = 0.0
 
     @property
     def lo(self) -> int:
@@ -118,6 +123,13 @@ class TrainConfig:
         for s in self.stages:
             if s.length < 64 or s.steps < 0 or s.batch_tokens < s.length:
                 raise ValueError(f"bad stage {s}")
+            if s.kind not in ("tasks", "copy"):
+                raise ValueError(f"stage kind must be 'tasks' or 'copy', not {s.kind!r}")
+            if (s.kind == "copy" or s.copy_fraction) and s.prompt_loss_weight <= 0:
+                raise ValueError("copy examples are trained by the prompt loss: "
+                                 "set prompt_loss_weight > 0")
+            if not 0.0 <= s.copy_fraction <= 1.0:
+                raise ValueError("copy_fraction must lie in [0, 1]")
         if self.model.hidden != self.model.heads * self.model.head_dim:
             raise ValueError("hidden must equal heads * head_dim")
         if self.model.heads % self.model.kv_heads:

@@ -60,6 +60,53 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
     return Example(ids, layout.prompt_len, mask, task, seed)
 
 
+def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
+    """A synthetic copying sequence of about ``length`` tokens (BOS first), pure in ``seed``.
+
+    Half the seeds give random token spans (8-64 ordinary BPE tokens) where about half of the
+    spans repeat an earlier one; the other half give a table of ``key : value`` lines (random
+    2-token keys, 3-7 digit values) followed by lookups of random keys. Only the repeated spans
+    and looked-up values are predictable, and only by copying from earlier in the context: a
+    next-token loss over these sequences is what forms induction (copying) heads.
+    """
+    rng = random.Random(seed * 0x9E3779B1 % (1 << 61))
+    lo, hi = min(300, tokenizer.vocab_size // 2), tokenizer.vocab_size
+
+    def rand(n: int) -> list[int]:
+        return [rng.randrange(lo, hi) for _ in range(n)]
+
+    ids = [tokenizer.bos_token_id]
+    if rng.random() < 0.5:
+        spans: list[list[int]] = []
+        while len(ids) < length:
+            if spans and rng.random() < 0.5:
+                span = rng.choice(spans)
+            else:
+                span = rand(rng.randint(8, 64))
+                spans.append(span)
+            ids += span
+    else:
+        enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+        sep, nl = enc(" :"), enc("\n")
+        pairs: list[tuple[list[int], list[int]]] = []
+        table_end = length * rng.uniform(0.5, 0.8)
+        while len(ids) < table_end:
+            key = rand(2)
+            value = enc(" " + str(rng.randrange(10 ** (n := rng.randint(3, 7)) // 10, 10 ** n)))
+            pairs.append((key, value))
+            ids += key + sep + value + nl
+        while len(ids) < length:
+            key, value = rng.choice(pairs)
+            ids += key + sep + value + nl
+    return ids[:length]
+
+
+def copy_example(tokenizer: Any, length: int, seed: int) -> Example:
+    """:func:`copy_ids` as an example whose loss is all "prompt" (next-token, full causal)."""
+    ids = copy_ids(tokenizer, length, seed)
+    return Example(ids, len(ids), AnswerMask(-1, []), "copy", seed)
+
+
 def pick(cfg: TrainConfig, tasks: list[str], stage: Stage, index: int) -> tuple[str, int, int, bool]:
     """(task, length, seed, dense) of training example ``index`` (global, across stages)."""
     seed = cfg.seed_base + index
@@ -86,6 +133,9 @@ class StageData(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> Example | None:
         task, length, seed, dense = pick(self.cfg, self.tasks, self.stage, self.offset + i)
+        if self.stage.kind == "copy" or (self.stage.copy_fraction and random.Random(
+                seed ^ 0x5DEECE66D).random() < self.stage.copy_fraction):
+            return copy_example(self.tok, min(length, self.width), seed)
         for _ in range(6):
             try:
                 sample = self.sample_fn(task, self.tok, length, seed)

@@ -138,12 +138,15 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
         sel = targets != -100
         logits = model.lm_head(hidden[sel]).float()
         tok_loss = torch.nn.functional.cross_entropy(logits, targets[sel], reduction="none")
-        loss = tok_loss.mean()
+        # copy examples (all prompt) leave a batch of a copy stage with no target tokens
+        loss = tok_loss.mean() if tok_loss.numel() else hidden.sum() * 0.0
         if prompt_weight > 0:
             psel = batch.prompt_targets.to(device, non_blocking=True)
             pmask = psel != -100
-            plogits = model.lm_head(hidden[pmask]).float()
-            loss = loss + prompt_weight * torch.nn.functional.cross_entropy(plogits, psel[pmask])
+            if pmask.any():
+                plogits = model.lm_head(hidden[pmask]).float()
+                loss = loss + prompt_weight * torch.nn.functional.cross_entropy(plogits,
+                                                                                psel[pmask])
     rows = sel.nonzero()[:, 0]
     per_example = torch.zeros(ids.shape[0], device=device).index_add_(0, rows, tok_loss.detach())
     return loss, per_example

@@ -1,0 +1,72 @@
+"""The synthetic copy warm-up: sequences whose predictable part is exactly what repeats."""
+
+from __future__ import annotations
+
+import pytest
+
+from dac.train.config import TrainConfig
+from dac.train.data import collate, copy_example, copy_ids
+
+
+def _repeats(ids: list[int], n: int = 8) -> int:
+    """Positions whose preceding ``n`` tokens occurred earlier (copyable positions)."""
+    seen, hits = set(), 0
+    for i in range(n, len(ids)):
+        gram = tuple(ids[i - n:i])
+        hits += gram in seen
+        seen.add(gram)
+    return hits
+
+
+def test_copy_sequences_are_deterministic_sized_and_repeat(tokenizer):
+    for seed in range(12):
+        a, b = copy_ids(tokenizer, 300, seed), copy_ids(tokenizer, 300, seed)
+        assert a == b and len(a) == 300 and a[0] == tokenizer.bos_token_id
+        assert all(0 <= t < tokenizer.vocab_size for t in a)
+        assert _repeats(a) > 0  # something to copy in every sequence
+    assert copy_ids(tokenizer, 300, 0) != copy_ids(tokenizer, 300, 1)
+    # both formats occur: random spans (no line breaks) and key : value tables
+    nl = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    kinds = {nl in copy_ids(tokenizer, 300, s) for s in range(20)}
+    assert kinds == {True, False}
+
+
+def test_key_value_lookups_repeat_the_tabled_value(tokenizer):
+    nl = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    seed = next(s for s in range(50) if nl[-1] in copy_ids(tokenizer, 400, s))
+    ids = copy_ids(tokenizer, 400, seed)[1:]
+    lines, cur = [], []
+    for t in ids:
+        cur.append(t)
+        if cur[-len(nl):] == nl:
+            lines.append(tuple(cur))
+            cur = []
+    table = {}
+    repeated = 0
+    for line in lines:  # every complete line: a key (2 tokens) maps to one value
+        key = line[:2]
+        if key in table:
+            assert table[key] == line
+            repeated += 1
+        table[key] = line
+    assert repeated > 0
+
+
+def test_copy_examples_train_the_whole_sequence_as_prompt_loss(tokenizer):
+    ex = copy_example(tokenizer, 200, 3)
+    batch = collate([ex], 256, tokenizer.pad_token_id)
+    assert (batch.targets != -100).sum() == 0
+    assert (batch.prompt_targets[0, :199] == batch.ids[0, 1:200]).all()
+    assert (batch.prompt_targets[0, 199:] == -100).all()
+
+
+def test_copy_stages_need_the_prompt_loss():
+    cfg = TrainConfig.load("configs/dac-tiny-copy.json")
+    assert cfg.stages[0].kind == "copy" and cfg.stages[0].prompt_loss_weight > 0
+    d = cfg.to_dict()
+    d["stages"][0]["prompt_loss_weight"] = 0.0
+    with pytest.raises(ValueError, match="prompt_loss_weight"):
+        TrainConfig.from_dict(d)
+    d["stages"][0].update(prompt_loss_weight=1.0, kind="spans")
+    with pytest.raises(ValueError, match="kind"):
+        TrainConfig.from_dict(d)
