@@ -107,7 +107,7 @@ def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
         new = out[:, width:].tolist()
         session.finish(new)
     results = []
-    for b, (tr, lay, gen) in enumerate(zip(session.traces, layouts, new)):
+    for b, (tr, lay) in enumerate(zip(session.traces, layouts)):
         results.append(GenerationResult(
             text=tr.text, answer=strip_directives(tr.text), events=list(tr.events),
             steps=list(tr.steps), blocks=list(tr.blocks), prompt_tokens=lay.prompt_len,

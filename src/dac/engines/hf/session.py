@@ -188,13 +188,13 @@ class DACSession:
             state = SequenceState(tr.layout, tr.parser.current, self._lengths[b],
                                   len(tr.detok.ids) - 1, b)
             self._base.append(self.policy.plan(state, cfg))
-        self._index, self._valid = positions_from_blocks(
-            self._base, self._lengths, self._pads, cfg.block_size, ids.device)
         self._layers_seen = 0
-        if self.policy.query_aware:  # filled layer by layer in _select
+        if self.policy.query_aware:  # positions and reads come per layer from _select
             self._layer_reads = [0.0] * len(self.traces)
             self._layer_recall = [0.0] * len(self.traces)
-        else:  # one plan for every layer: account for it once, as if summed over layers
+        else:  # one plan for every layer: gather index and accounting, once per step
+            self._index, self._valid = positions_from_blocks(
+                self._base, self._lengths, self._pads, cfg.block_size, ids.device)
             self._layer_reads = [float(tokens_in_blocks(blk, n, cfg.block_size))
                                  for blk, n in zip(self._base, self._lengths)]
             self._layer_recall = [coverage(blk, tr.evidence, cfg.block_size) if tr.evidence else 0.0
