@@ -72,13 +72,18 @@ def load_plan_config(path: str | os.PathLike) -> PlanConfig:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 2048,
-                    extra_tokens: list[str] | None = None) -> Any:
-    """A byte-level BPE tokenizer trained on ``texts`` (fast, offline, with offsets)."""
+                    extra_tokens: list[str] | None = None, split_digits: bool = False) -> Any:
+    """A byte-level BPE tokenizer trained on ``texts`` (fast, offline, with offsets).
+
+    ``split_digits``: every digit is its own token (as in Llama 2 and Qwen), so a number is
+    the same tokens wherever it stands and a model copies it digit by digit."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tk = Tokenizer(models.BPE(unk_token=None))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 byte_level]) if split_digits else byte_level)
     tk.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from dac.cli import main
-from dac.train.config import TrainConfig
-from dac.train.loop import segment, stage_shape
+from dac.train.config import Stage, TrainConfig
+from dac.train.loop import lr_at, segment, stage_shape
 from dac.train.tokenizer import protocol_tokens
 
 
@@ -37,6 +37,14 @@ def test_stage_shape_fits_the_prompt_tolerance():
         assert width % 128 == 0 and width >= s.length * 1.05 + 96 and batch >= 1
 
 
+def test_a_restart_stage_sets_its_own_peak_lr():
+    cfg = TrainConfig.from_dict({"lr": 1e-3, "min_lr": 1e-4, "warmup": 1, "stages": [
+        {"length": 512, "steps": 1, "batch_tokens": 1024, "restart": True, "lr": 5e-4}]})
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 10, 0.0, cfg.stages[0].lr) == pytest.approx(5e-4)
+    assert lr_at(cfg, 10, 1.0, cfg.stages[0].lr) == pytest.approx(1e-4)
+
+
 @pytest.mark.parametrize("bad, msg", [
     ({"stages": []}, "no curriculum stages"),
     ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}], "bogus": 1}, "unknown config keys"),
@@ -44,6 +52,12 @@ def test_stage_shape_fits_the_prompt_tolerance():
       "model": {"hidden": 100, "heads": 2, "head_dim": 64}}, "hidden must equal"),
     ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024}],
       "dense_answer_fraction": 2}, "dense_answer_fraction"),
+    ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024,
+                  "directive_loss_weight": 0}]}, "directive_loss_weight"),
+    ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024, "lr": 1e-3}]},
+     "only starts a schedule"),
+    ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024, "lr": -1.0,
+                  "restart": True}]}, "lr must be > 0"),
 ])
 def test_bad_configs_are_refused(bad, msg):
     with pytest.raises(ValueError, match=msg):
@@ -95,3 +109,23 @@ def test_finetune_config_continues_the_shipped_model():
     for s in ft.stages:
         assert set(s.tasks or {}) <= mixture
     assert [s.length for s in ft.stages] == sorted(s.length for s in ft.stages)
+
+
+def test_split_digits_tokenizes_a_number_alike_in_document_and_answer():
+    from dac.models import train_tokenizer
+
+    text = "The pass key is 59776. One of the magic numbers is: 8127619. 968a0d82 " * 30
+    for split in (False, True):
+        tok = train_tokenizer([text] * 4, vocab_size=330, extra_tokens=protocol_tokens(4),
+                              split_digits=split)
+
+        def digits(s: str) -> list[str]:
+            ids = tok(s, add_special_tokens=False)["input_ids"]
+            assert tok.decode(ids) == s  # nothing lost
+            return [tok.decode([i]) for i in ids if tok.decode([i]).strip().isdigit()]
+
+        doc, ans = digits("is: 8127619."), digits("[[focus S2]] 8127619")
+        if split:
+            assert doc == ans == list("8127619")
+        else:  # BPE merges digit runs into chunks of several digits
+            assert any(len(t.strip()) > 1 for t in doc + ans)

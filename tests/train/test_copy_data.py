@@ -70,3 +70,4 @@ def test_copy_stages_need_the_prompt_loss():
     d["stages"][0].update(prompt_loss_weight=1.0, kind="spans")
     with pytest.raises(ValueError, match="kind"):
         TrainConfig.from_dict(d)
+

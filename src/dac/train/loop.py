@@ -21,7 +21,7 @@ import torch
 
 from .config import Stage, TrainConfig
 from .data import Batch, SampleFn, StageData, collate
-from .masking import ATTN_IMPLEMENTATION, dense_mask, register, use_mask
+from .masking import ATTN_IMPLEMENTATION, AnswerMask, register, row_mask, use_mask
 
 #: Files of a trained model directory besides transformers' own.
 DAC_CONFIG = "dac_config.json"
@@ -118,20 +118,24 @@ def stage_shape(stage: Stage) -> tuple[int, int]:
     return width, max(1, stage.batch_tokens // width)
 
 
-def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+def lr_at(cfg: TrainConfig, step: int, progress: float, peak: float | None = None) -> float:
+    """Linear warmup, then cosine from ``peak`` (default ``cfg.lr``) to ``cfg.min_lr``."""
+    peak = cfg.lr if peak is None else peak
     warm = min(1.0, (step + 1) / max(1, cfg.warmup))
     cos = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return warm * (cfg.min_lr + (cfg.lr - cfg.min_lr) * cos)
+    return warm * (cfg.min_lr + (peak - cfg.min_lr) * cos)
 
 
 def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
-               prompt_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean cross-entropy over the target tokens (answers under their directive's mask), plus
-    ``prompt_weight`` times the mean next-token loss over the prompt; and each example's summed
-    target-token loss (for per-family logging)."""
+               prompt_weight: float = 0.0, directive_weight: float = 1.0
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy over the target tokens (answers under their directive's mask; the
+    directive's tokens weigh ``directive_weight``), plus ``prompt_weight`` times the mean
+    next-token loss over the prompt; and each example's summed target-token loss (for
+    per-family logging)."""
     ids = batch.ids.to(device, non_blocking=True)
     targets = batch.targets.to(device, non_blocking=True)
-    mask = dense_mask(batch.masks, ids.shape[1], block_size, device)
+    mask = row_mask(batch.masks, ids.shape[1], block_size, device)
     with use_mask(mask), torch.autocast(device.type, dtype=torch.bfloat16,
                                         enabled=device.type == "cuda"):
         hidden = model.model(input_ids=ids).last_hidden_state
@@ -139,7 +143,11 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
         logits = model.lm_head(hidden[sel]).float()
         tok_loss = torch.nn.functional.cross_entropy(logits, targets[sel], reduction="none")
         # copy examples (all prompt) leave a batch of a copy stage with no target tokens
-        loss = tok_loss.mean() if tok_loss.numel() else hidden.sum() * 0.0
+        if tok_loss.numel():
+            w = 1.0 + (directive_weight - 1.0) * batch.directive.to(device)[sel].float()
+            loss = (tok_loss * w).sum() / w.sum()
+        else:
+            loss = hidden.sum() * 0.0
         if prompt_weight > 0:
             psel = batch.prompt_targets.to(device, non_blocking=True)
             pmask = psel != -100
@@ -150,6 +158,18 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
     rows = sel.nonzero()[:, 0]
     per_example = torch.zeros(ids.shape[0], device=device).index_add_(0, rows, tok_loss.detach())
     return loss, per_example
+
+
+def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int) -> dict[str, float]:
+    """:func:`dac.train.probe.repeat_loss` under the training attention (logged with the loss):
+    the repeat loss falling to near zero is the sign that copying (induction) heads formed."""
+    from .probe import repeat_loss
+
+    batch, span = 4, 100
+    mask = row_mask([AnswerMask(-1, [])] * batch, 1 + 2 * span, block_size, device)
+    with use_mask(mask), torch.autocast(device.type, dtype=torch.bfloat16,
+                                        enabled=device.type == "cuda"):
+        return repeat_loss(model, tok.bos_token_id, tok.vocab_size, span=span, batch=batch)
 
 
 def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
@@ -240,11 +260,11 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
                 frac = max(frac, (time.time() - ts) / stage.seconds)
                 if frac >= 1.0:
                     break
-            lr = lr_at(cfg, step, (done_w + frac * weights[si]) / total_w)
+            lr = lr_at(cfg, step, (done_w + frac * weights[si]) / total_w, cfg.stages[seg[0]].lr)
             for g in opt.param_groups:
                 g["lr"] = lr
             loss, per_example = batch_loss(model, batch, dev, cfg.plan.block_size,
-                                           stage.prompt_loss_weight)
+                                           stage.prompt_loss_weight, stage.directive_loss_weight)
             fam_loss.append((per_example, (batch.targets != -100).sum(1), batch.tasks))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -258,7 +278,8 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
                       "loss": round(loss.item(), 4), "lr": round(lr, 6),
                       "tok_per_s": round(tokens / max(1e-9, time.time() - ts)),
                       "elapsed_s": round(time.time() - t0, 1), "dropped": dropped,
-                      "family_loss": family_losses(fam_loss)})
+                      "family_loss": family_losses(fam_loss),
+                      "repeat_probe": probe_repeat(model, tok, dev, cfg.plan.block_size)})
                 fam_loss = []
         ran = k + 1 if stage.steps else 0
         if stage.seconds and ran < stage.steps and time.time() - ts >= stage.seconds:

@@ -7,8 +7,13 @@ position ``q >= d`` (``d`` = the token that closes the directive) sees exactly t
 ``plan_dac(directive, layout, q + 1, cfg)`` up to ``q``; every other row is ordinary causal
 attention (the prompt is prefilled densely, the directive is written under ``global``).
 
-The mask is a dense boolean ``[B, 1, L, L]`` tensor run through SDPA on CPU and GPU alike
-(no compilation; the models trained here are small enough that this is not the bottleneck).
+Two forms of the same mask, both run through SDPA on CPU and GPU alike (no compilation):
+
+- :func:`dense_mask`, a boolean ``[B, 1, L, L]`` tensor: the reference, simple to check;
+- :func:`row_mask`, what training uses: every row runs plain causal attention (SDPA's
+  ``is_causal`` path, FlashAttention on a GPU), then only the answer rows, a few dozen per
+  example, are recomputed under their block mask and put in place. At 8K tokens the dense form
+  is a gigabyte of mask per layer; this one is ``R x L`` per example and the same numbers.
 """
 
 from __future__ import annotations
@@ -80,6 +85,31 @@ def dense_mask(masks: list[AnswerMask], width: int, block_size: int,
     return out[:, None]
 
 
+@dataclass
+class RowMask:
+    """The answer rows of a batch: ``rows [B, R]`` (query positions; 0 where unused, whose
+    result is discarded), ``valid [B, R]`` and ``attend [B, 1, R, L]`` (True = attend)."""
+
+    rows: torch.Tensor
+    valid: torch.Tensor
+    attend: torch.Tensor
+
+
+def row_mask(masks: list[AnswerMask], width: int, block_size: int,
+             device: Any = None) -> RowMask:
+    """:func:`dense_mask`'s answer rows alone (the other rows are plain causal)."""
+    starts, counts, keep = keep_table(masks, width, block_size, device)
+    r = keep.shape[1]
+    ar = torch.arange(r, device=device)[None, :]
+    rows = starts[:, None] + ar
+    valid = (ar < counts[:, None]) & (rows < width)
+    rows = torch.where(valid, rows, torch.zeros_like(rows))
+    pos = torch.arange(width, device=device)
+    causal = pos[None, None, :] <= rows[:, :, None]  # [B, R, L]
+    attend = torch.where(valid[:, :, None], keep[:, :, pos // block_size] & causal, causal)
+    return RowMask(rows, valid, attend[:, None])
+
+
 # -- the attention function used while training ------------------------------------------------
 _CURRENT: dict[str, Any] = {"mask": None}
 
@@ -91,11 +121,23 @@ def train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
     mask = _CURRENT["mask"]
     if mask is None:
         raise RuntimeError("train_attention called outside use_mask()")
+    sdpa = torch.nn.functional.scaled_dot_product_attention
     groups = query.shape[1] // key.shape[1]
     k = key.repeat_interleave(groups, dim=1)
     v = value.repeat_interleave(groups, dim=1)
-    out = torch.nn.functional.scaled_dot_product_attention(query, k, v, attn_mask=mask,
-                                                           scale=scaling)
+    if isinstance(mask, torch.Tensor):
+        out = sdpa(query, k, v, attn_mask=mask, scale=scaling)
+    else:
+        out = sdpa(query, k, v, is_causal=True, scale=scaling)
+        if mask.valid.any():
+            b, h, _, d = query.shape
+            idx = mask.rows[:, None, :, None].expand(b, h, mask.rows.shape[1], d)
+            fixed = sdpa(query.gather(2, idx), k, v, attn_mask=mask.attend, scale=scaling)
+            # unused rows point at position 0 (never an answer row) and are masked away
+            answer = torch.zeros(b, query.shape[2], dtype=torch.bool, device=query.device)
+            answer[torch.arange(b, device=query.device)[:, None].expand_as(mask.rows)[mask.valid],
+                   mask.rows[mask.valid]] = True
+            out = torch.where(answer[:, None, :, None], out.scatter(2, idx, fixed), out)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -110,7 +152,8 @@ def register() -> None:
 
 @contextlib.contextmanager
 def use_mask(mask: Any) -> Iterator[None]:
-    """Run forwards under ``mask`` (a boolean ``[B, 1, L, L]`` tensor, True = attend)."""
+    """Run forwards under ``mask``: a boolean ``[B, 1, L, L]`` tensor (True = attend) or a
+    :class:`RowMask`."""
     prev = _CURRENT["mask"]
     _CURRENT["mask"] = mask
     try:

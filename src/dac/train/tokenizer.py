@@ -51,6 +51,7 @@ def corpus(spec: TokenizerSpec, extra_texts: Iterable[str] = ()) -> list[str]:
 def build_tokenizer(spec: TokenizerSpec, extra_texts: Iterable[str] = ()) -> Any:
     """Train the tokenizer of ``spec`` (deterministic for a given spec and extra texts)."""
     tok = train_tokenizer(corpus(spec, extra_texts), vocab_size=spec.vocab_size,
-                          extra_tokens=protocol_tokens(spec.max_sections))
+                          extra_tokens=protocol_tokens(spec.max_sections),
+                          split_digits=spec.split_digits)
     tok.model_max_length = 1 << 30
     return tok
