@@ -37,6 +37,19 @@ def test_stage_shape_fits_the_prompt_tolerance():
         assert width % 128 == 0 and width >= s.length * 1.05 + 96 and batch >= 1
 
 
+def test_copy_stages_are_padded_to_their_length_only():
+    copy = Stage(length=96, steps=1, batch_tokens=8192, kind="copy", prompt_loss_weight=1.0)
+    tasks = Stage(length=96, steps=1, batch_tokens=8192)
+    assert stage_shape(copy) == (128, 64)
+    assert stage_shape(tasks)[0] >= 96 * 1.05 + 96  # room for the prompt tolerance and target
+    assert stage_shape(Stage(length=128, steps=1, batch_tokens=8192, kind="copy",
+                             prompt_loss_weight=1.0)) == (128, 64)
+    short = TrainConfig.from_dict({"stages": [  # copies 16-48 tokens apart: a copy stage only
+        {"length": 48, "steps": 1, "batch_tokens": 3072, "kind": "copy",
+         "prompt_loss_weight": 1.0}]}).stages[0]
+    assert short.lo == 24 and stage_shape(short) == (64, 48)
+
+
 def test_a_restart_stage_sets_its_own_peak_lr():
     cfg = TrainConfig.from_dict({"lr": 1e-3, "min_lr": 1e-4, "warmup": 1, "stages": [
         {"length": 512, "steps": 1, "batch_tokens": 1024, "restart": True, "lr": 5e-4}]})
@@ -54,6 +67,11 @@ def test_a_restart_stage_sets_its_own_peak_lr():
       "dense_answer_fraction": 2}, "dense_answer_fraction"),
     ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024,
                   "directive_loss_weight": 0}]}, "directive_loss_weight"),
+    ({"stages": [{"length": 48, "steps": 1, "batch_tokens": 1024}]}, "bad stage"),
+    ({"stages": [{"length": 12, "steps": 1, "batch_tokens": 1024, "kind": "copy",
+                  "prompt_loss_weight": 1}]}, "bad stage"),
+    ({"stages": [{"length": 512, "min_length": 600, "steps": 1, "batch_tokens": 1024}]},
+     "min_length must lie"),
     ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024, "lr": 1e-3}]},
      "only starts a schedule"),
     ({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024, "lr": -1.0,

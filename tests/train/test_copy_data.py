@@ -71,3 +71,9 @@ def test_copy_stages_need_the_prompt_loss():
     with pytest.raises(ValueError, match="kind"):
         TrainConfig.from_dict(d)
 
+
+def test_short_copy_sequences_still_hold_copies(tokenizer):
+    """A 64-token copy stage (the warm-up's first, short-distance step) repeats within 64."""
+    seqs = [copy_ids(tokenizer, 64, seed) for seed in range(30)]
+    assert all(len(a) == 64 for a in seqs)
+    assert sum(_repeats(a, 4) > 0 for a in seqs) >= 24

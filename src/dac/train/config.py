@@ -40,7 +40,9 @@ class Stage:
 
     @property
     def lo(self) -> int:
-        return self.min_length if self.min_length is not None else max(64, self.length // 2)
+        if self.min_length is not None:
+            return self.min_length
+        return max(16 if self.kind == "copy" else 64, self.length // 2)
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,12 @@ class TrainConfig:
         if not self.stages:
             raise ValueError("the config names no curriculum stages")
         for s in self.stages:
-            if s.length < 64 or s.steps < 0 or s.batch_tokens < s.length:
+            # a task prompt needs room for its sections; a copy sequence only for two spans
+            shortest = 16 if s.kind == "copy" else 64
+            if s.length < shortest or s.steps < 0 or s.batch_tokens < s.length:
                 raise ValueError(f"bad stage {s}")
+            if not shortest <= s.lo <= s.length:
+                raise ValueError(f"stage min_length must lie in [{shortest}, length]: {s}")
             if s.kind not in ("tasks", "copy"):
                 raise ValueError(f"stage kind must be 'tasks' or 'copy', not {s.kind!r}")
             if (s.kind == "copy" or s.copy_fraction) and s.prompt_loss_weight <= 0:

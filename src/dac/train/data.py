@@ -66,11 +66,13 @@ def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
 
     Three formats, a third of the seeds each: a random span of 16 to ``length // 2`` ordinary
     BPE tokens repeated verbatim until the sequence is full (the strongest copying signal:
-    everything after the first copy is predictable); random spans of 8-64 tokens where about
-    half of the spans repeat an earlier one; and a table of ``key : value`` lines (random
-    2-token keys, 3-7 digit values) followed by lookups of random keys. Only repeated spans and
-    looked-up values are predictable, and only by copying from earlier in the context: a
-    next-token loss over these sequences is what forms induction (copying) heads.
+    everything after the first copy is predictable); random spans of 8 to ``min(64, length //
+    4)`` tokens where about half of the spans repeat an earlier one; and a table of
+    ``key : value`` lines (random 2-token keys, 3-7 digit values) followed by lookups of random
+    keys. Only repeated spans and looked-up values are predictable, and only by copying from
+    earlier in the context: a next-token loss over these sequences is what forms induction
+    (copying) heads. The copies lie at most ``length`` tokens back, so short copy stages put
+    them close: induction forms there in far fewer steps (docs/training.md, "Sixth run").
     """
     rng = random.Random(seed * 0x9E3779B1 % (1 << 61))
     lo, hi = min(300, tokenizer.vocab_size // 2), tokenizer.vocab_size
@@ -90,7 +92,7 @@ def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
             if spans and rng.random() < 0.5:
                 span = rng.choice(spans)
             else:
-                span = rand(rng.randint(8, 64))
+                span = rand(rng.randint(8, max(8, min(64, length // 4))))
                 spans.append(span)
             ids += span
     else:

@@ -113,8 +113,12 @@ def segment(cfg: TrainConfig, si: int) -> tuple[int, int]:
 
 
 def stage_shape(stage: Stage) -> tuple[int, int]:
-    """(padded width, batch size): the prompt may exceed its length by 5%, plus the target."""
-    width = -(-(int(stage.length * 1.06) + 160) // 128) * 128
+    """(padded width, batch size): the prompt may exceed its length by 5%, plus the target.
+    A copy stage's sequences are exactly ``length`` tokens: no margin to pad."""
+    if stage.kind == "copy":
+        width = -(-stage.length // 64) * 64
+    else:
+        width = -(-(int(stage.length * 1.06) + 160) // 128) * 128
     return width, max(1, stage.batch_tokens // width)
 
 
