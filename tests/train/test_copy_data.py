@@ -77,3 +77,16 @@ def test_short_copy_sequences_still_hold_copies(tokenizer):
     seqs = [copy_ids(tokenizer, 64, seed) for seed in range(30)]
     assert all(len(a) == 64 for a in seqs)
     assert sum(_repeats(a, 4) > 0 for a in seqs) >= 24
+
+
+def test_copy_formats_pick_the_format(tokenizer):
+    nl = tokenizer("\n", add_special_tokens=False)["input_ids"][-1]
+    for seed in range(12):
+        rep = copy_ids(tokenizer, 33, seed, ("repeat",))
+        assert rep[1:17] == rep[17:33]  # a 16-token span, then its copy
+        assert nl in copy_ids(tokenizer, 200, seed, ("table",))
+        assert nl not in copy_ids(tokenizer, 200, seed, ("repeat", "spans"))
+    with pytest.raises(ValueError, match="copy_formats"):
+        TrainConfig.from_dict({"stages": [{"length": 64, "steps": 1, "batch_tokens": 64,
+                                           "kind": "copy", "prompt_loss_weight": 1,
+                                           "copy_formats": ["bogus"]}]})

@@ -13,6 +13,9 @@ from typing import Any
 
 from ..planning.blocks import PlanConfig
 
+#: The synthetic copy formats (``dac.train.data.copy_ids``), in the order it draws them.
+COPY_FORMATS = ("repeat", "spans", "table")
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -32,6 +35,8 @@ class Stage:
     kind: str = "tasks"
     #: share of a "tasks" stage's examples drawn from the copy generator instead (rehearsal)
     copy_fraction: float = 0.0
+    #: the copy formats drawn (some of ``COPY_FORMATS``); default all of them
+    copy_formats: list[str] | None = None
     #: weight of the directive's tokens in the target loss (the answer's tokens weigh 1): the
     #: directive is one token of many, yet under DAC a wrong section loses the whole answer
     directive_loss_weight: float = 1.0
@@ -146,6 +151,9 @@ class TrainConfig:
             if s.lr is not None and (s.lr <= 0 or not s.restart):
                 raise ValueError("a stage's lr must be > 0 and only starts a schedule "
                                  "(set restart: true)")
+            if s.copy_formats is not None and (not s.copy_formats
+                                               or not set(s.copy_formats) <= set(COPY_FORMATS)):
+                raise ValueError(f"copy_formats must name some of: {', '.join(COPY_FORMATS)}")
             if not 0.0 <= s.copy_fraction <= 1.0:
                 raise ValueError("copy_fraction must lie in [0, 1]")
         if self.model.hidden != self.model.heads * self.model.head_dim:

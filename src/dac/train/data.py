@@ -9,7 +9,7 @@ Every example is a pure function of (config, global index): seeds are ``seed_bas
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import torch
 from ..planning.blocks import PlanConfig
 from ..protocol.context import build_prompt
 from ..protocol.grammar import CLOSE, Mode
-from .config import Stage, TrainConfig
+from .config import COPY_FORMATS, Stage, TrainConfig
 from .masking import AnswerMask, answer_mask
 
 SampleFn = Callable[[str, Any, int, int], Any]  # make_sample(task, tokenizer, length, seed)
@@ -61,18 +61,20 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
     return Example(ids, layout.prompt_len, mask, task, seed, close + 1)
 
 
-def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
+def copy_ids(tokenizer: Any, length: int, seed: int,
+             formats: Sequence[str] = COPY_FORMATS) -> list[int]:
     """A synthetic copying sequence of about ``length`` tokens (BOS first), pure in ``seed``.
 
-    Three formats, a third of the seeds each: a random span of 16 to ``length // 2`` ordinary
-    BPE tokens repeated verbatim until the sequence is full (the strongest copying signal:
-    everything after the first copy is predictable); random spans of 8 to ``min(64, length //
-    4)`` tokens where about half of the spans repeat an earlier one; and a table of
-    ``key : value`` lines (random 2-token keys, 3-7 digit values) followed by lookups of random
-    keys. Only repeated spans and looked-up values are predictable, and only by copying from
-    earlier in the context: a next-token loss over these sequences is what forms induction
-    (copying) heads. The copies lie at most ``length`` tokens back, so short copy stages put
-    them close: induction forms there in far fewer steps (docs/training.md, "Sixth run").
+    One of ``formats``, equally likely: ``repeat``, a random span of 16 to ``length // 2``
+    ordinary BPE tokens repeated verbatim until the sequence is full (the strongest copying
+    signal: everything after the first copy is predictable); ``spans``, random spans of 8 to
+    ``min(64, length // 4)`` tokens where about half of the spans repeat an earlier one; and
+    ``table``, ``key : value`` lines (random 2-token keys, 3-7 digit values) followed by lookups
+    of random keys. Only repeated spans and looked-up values are predictable, and only by
+    copying from earlier in the context: a next-token loss over these sequences is what forms
+    induction (copying) heads. The copies lie at most ``length`` tokens back, so short copy
+    stages put them close: induction forms there in far fewer steps (docs/training.md,
+    "Sixth run").
     """
     rng = random.Random(seed * 0x9E3779B1 % (1 << 61))
     lo, hi = min(300, tokenizer.vocab_size // 2), tokenizer.vocab_size
@@ -81,12 +83,12 @@ def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
         return [rng.randrange(lo, hi) for _ in range(n)]
 
     ids = [tokenizer.bos_token_id]
-    kind = rng.random()
-    if kind < 1 / 3:
+    kind = formats[min(len(formats) - 1, int(rng.random() * len(formats)))]
+    if kind == "repeat":
         span = rand(rng.randint(16, max(16, length // 2)))
         while len(ids) < length:
             ids += span
-    elif kind < 2 / 3:
+    elif kind == "spans":
         spans: list[list[int]] = []
         while len(ids) < length:
             if spans and rng.random() < 0.5:
@@ -111,9 +113,10 @@ def copy_ids(tokenizer: Any, length: int, seed: int) -> list[int]:
     return ids[:length]
 
 
-def copy_example(tokenizer: Any, length: int, seed: int) -> Example:
+def copy_example(tokenizer: Any, length: int, seed: int,
+                 formats: Sequence[str] = COPY_FORMATS) -> Example:
     """:func:`copy_ids` as an example whose loss is all "prompt" (next-token, full causal)."""
-    ids = copy_ids(tokenizer, length, seed)
+    ids = copy_ids(tokenizer, length, seed, formats)
     return Example(ids, len(ids), AnswerMask(-1, []), "copy", seed)
 
 
@@ -145,7 +148,8 @@ class StageData(torch.utils.data.Dataset):
         task, length, seed, dense = pick(self.cfg, self.tasks, self.stage, self.offset + i)
         if self.stage.kind == "copy" or (self.stage.copy_fraction and random.Random(
                 seed ^ 0x5DEECE66D).random() < self.stage.copy_fraction):
-            return copy_example(self.tok, min(length, self.width), seed)
+            return copy_example(self.tok, min(length, self.width), seed,
+                                self.stage.copy_formats or COPY_FORMATS)
         for _ in range(6):
             try:
                 sample = self.sample_fn(task, self.tok, length, seed)
