@@ -76,3 +76,23 @@ def test_shipped_model_writes_a_directive_of_the_right_mode():
         if first.applied.mode.value != "global":
             assert r.fraction < 0.9  # decoding read less than the whole cache
     assert hits >= 3
+
+
+@pytest.mark.slow
+def test_a_copy_stage_ends_once_copying_holds_at_its_distance(tmp_path):
+    """``until_copy_loss``: the stage stops at the first log whose own-distance repeat probe is
+    under the threshold (a huge threshold: the first log; a tiny one: never)."""
+    base = TrainConfig.load("configs/toy.json").to_dict()
+    copy = {"kind": "copy", "length": 33, "min_length": 33, "steps": 4, "batch_tokens": 264,
+            "prompt_loss_weight": 1.0, "copy_formats": ["repeat"]}
+    base.update(workers=0, log_every=2, stages=[dict(copy, until_copy_loss=100.0),
+                                                dict(copy, until_copy_loss=1e-6)])
+    cfg = TrainConfig.from_dict(base)
+    from dac.train.loop import train
+
+    out = train(cfg, tmp_path / "copy", tokenizer=None, device="cpu")
+    meta = json.loads((out / DAC_CONFIG).read_text())["training"]["stages"]
+    assert [(s["steps"], s["copied"]) for s in meta] == [(2, True), (4, False)]
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    probes = [r["stage_probe"] for r in log if r["event"] == "step"]
+    assert len(probes) == 3 and all(p["repeat"] > 1e-6 for p in probes)

@@ -37,6 +37,10 @@ class Stage:
     copy_fraction: float = 0.0
     #: the copy formats drawn (some of ``COPY_FORMATS``); default all of them
     copy_formats: list[str] | None = None
+    #: end the stage at the first log whose repeat probe at the stage's own copy distance (a
+    #: random span of ``(length - 1) // 2`` tokens, then its repetition) costs under this many
+    #: nats a token on the repetition: copying formed at this distance, move to the next
+    until_copy_loss: float | None = None
     #: weight of the directive's tokens in the target loss (the answer's tokens weigh 1): the
     #: directive is one token of many, yet under DAC a wrong section loses the whole answer
     directive_loss_weight: float = 1.0
@@ -146,6 +150,8 @@ class TrainConfig:
             if (s.kind == "copy" or s.copy_fraction) and s.prompt_loss_weight <= 0:
                 raise ValueError("copy examples are trained by the prompt loss: "
                                  "set prompt_loss_weight > 0")
+            if s.until_copy_loss is not None and s.until_copy_loss <= 0:
+                raise ValueError("until_copy_loss must be > 0")
             if s.directive_loss_weight <= 0:
                 raise ValueError("directive_loss_weight must be > 0")
             if s.lr is not None and (s.lr <= 0 or not s.restart):

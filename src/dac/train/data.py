@@ -65,9 +65,11 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
              formats: Sequence[str] = COPY_FORMATS) -> list[int]:
     """A synthetic copying sequence of about ``length`` tokens (BOS first), pure in ``seed``.
 
-    One of ``formats``, equally likely: ``repeat``, a random span of 16 to ``length // 2``
-    ordinary BPE tokens repeated verbatim until the sequence is full (the strongest copying
-    signal: everything after the first copy is predictable); ``spans``, random spans of 8 to
+    One of ``formats``, equally likely: ``repeat``, a random span of ``length // 4`` to
+    ``length // 2`` ordinary BPE tokens (at least 8) repeated verbatim until the sequence is
+    full (the strongest copying signal: everything after the first copy is predictable; the
+    copy distance varies, so only matching by content predicts it, not a fixed offset);
+    ``spans``, random spans of 8 to
     ``min(64, length // 4)`` tokens where about half of the spans repeat an earlier one; and
     ``table``, ``key : value`` lines (random 2-token keys, 3-7 digit values) followed by lookups
     of random keys. Only repeated spans and looked-up values are predictable, and only by
@@ -85,7 +87,7 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
     ids = [tokenizer.bos_token_id]
     kind = formats[min(len(formats) - 1, int(rng.random() * len(formats)))]
     if kind == "repeat":
-        span = rand(rng.randint(16, max(16, length // 2)))
+        span = rand(rng.randint(max(8, length // 4), max(8, length // 2)))
         while len(ids) < length:
             ids += span
     elif kind == "spans":

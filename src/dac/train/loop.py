@@ -164,12 +164,13 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
     return loss, per_example
 
 
-def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int) -> dict[str, float]:
+def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int,
+                 span: int = 100) -> dict[str, float]:
     """:func:`dac.train.probe.repeat_loss` under the training attention (logged with the loss):
     the repeat loss falling to near zero is the sign that copying (induction) heads formed."""
     from .probe import repeat_loss
 
-    batch, span = 4, 100
+    batch = max(4, 400 // span)  # about 400 tokens on each side, whatever the span
     mask = row_mask([AnswerMask(-1, [])] * batch, 1 + 2 * span, block_size, device)
     with use_mask(mask), torch.autocast(device.type, dtype=torch.bfloat16,
                                         enabled=device.type == "cuda"):
@@ -256,6 +257,7 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
             prefetch_factor=4 if nw else None, pin_memory=dev.type == "cuda")
         ts = time.time()
         dropped, tokens = 0, 0
+        stopped = False
         fam_loss: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
         k = 0
         for k, batch in enumerate(loader):
@@ -278,20 +280,30 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
             dropped += batch.dropped
             tokens += int((batch.ids != tok.pad_token_id).sum())
             if (k + 1) % cfg.log_every == 0 or k + 1 == stage.steps:
-                emit({"event": "step", "stage": si, "length": stage.length, "step": k + 1,
-                      "loss": round(loss.item(), 4), "lr": round(lr, 6),
-                      "tok_per_s": round(tokens / max(1e-9, time.time() - ts)),
-                      "elapsed_s": round(time.time() - t0, 1), "dropped": dropped,
-                      "family_loss": family_losses(fam_loss),
-                      "repeat_probe": probe_repeat(model, tok, dev, cfg.plan.block_size)})
+                rec = {"event": "step", "stage": si, "length": stage.length, "step": k + 1,
+                       "loss": round(loss.item(), 4), "lr": round(lr, 6),
+                       "tok_per_s": round(tokens / max(1e-9, time.time() - ts)),
+                       "elapsed_s": round(time.time() - t0, 1), "dropped": dropped,
+                       "family_loss": family_losses(fam_loss),
+                       "repeat_probe": probe_repeat(model, tok, dev, cfg.plan.block_size)}
+                if stage.until_copy_loss is not None:
+                    own = probe_repeat(model, tok, dev, cfg.plan.block_size,
+                                       max(8, (stage.length - 1) // 2))
+                    rec["stage_probe"] = own
+                    stopped = own["repeat"] < stage.until_copy_loss
+                emit(rec)
                 fam_loss = []
+                if stopped:
+                    break
         ran = k + 1 if stage.steps else 0
-        if stage.seconds and ran < stage.steps and time.time() - ts >= stage.seconds:
+        if (not stopped and stage.seconds and ran < stage.steps
+                and time.time() - ts >= stage.seconds):
             ran = k  # the batch fetched when time ran out was not trained on
         del loader
         offset += stage.steps * bsz  # seeds stay fixed by the plan, whatever ran
         rec = {"stage": si, "length": stage.length, "steps": ran, "batch": bsz,
-               "width": width, "seconds": round(time.time() - ts, 1), "dropped": dropped}
+               "width": width, "seconds": round(time.time() - ts, 1), "dropped": dropped,
+               "copied": stopped}
         history.append(rec)
         emit({"event": "stage_done", **rec})
     model.eval()
