@@ -95,7 +95,12 @@ def test_row_mask_equals_dense_mask_in_values_and_gradients(tok):
     width = max(len(e.ids) for e in exs) + 7
     batch = collate(exs, width, tok.pad_token_id)
     fast = row_mask(batch.masks, width, CFG.block_size)
-    assert int(fast.valid.sum()) == sum(len(e.mask.rows) for e in exs)
+    assert int(fast.answer.sum()) == sum(len(e.mask.rows) for e in exs) and fast.any_rows
+    for b, e in enumerate(exs):  # the answer rows, exactly
+        want = set(range(e.mask.start, e.mask.start + len(e.mask.rows))) if e.mask.rows else set()
+        assert set(fast.answer[b].nonzero()[:, 0].tolist()) == want
+    plain = row_mask([AnswerMask(-1, [])] * 2, width, CFG.block_size)
+    assert not plain.any_rows and not plain.answer.any()
     model = tiny_model("llama", vocab_size=len(tok), head_dim=16, seed=5)
     register()
     model.set_attn_implementation(ATTN_IMPLEMENTATION)

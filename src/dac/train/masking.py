@@ -13,7 +13,7 @@ Two forms of the same mask, both run through SDPA on CPU and GPU alike (no compi
 - :func:`row_mask`, what training uses: every row runs plain causal attention (SDPA's
   ``is_causal`` path, FlashAttention on a GPU), then only the answer rows, a few dozen per
   example, are recomputed under their block mask and put in place. At 8K tokens the dense form
-  is a gigabyte of mask per layer; this one is ``R x L`` per example and the same numbers.
+  is 64M mask entries per example; this one is ``R x L`` per example and the same numbers.
 """
 
 from __future__ import annotations
@@ -87,12 +87,15 @@ def dense_mask(masks: list[AnswerMask], width: int, block_size: int,
 
 @dataclass
 class RowMask:
-    """The answer rows of a batch: ``rows [B, R]`` (query positions; 0 where unused, whose
-    result is discarded), ``valid [B, R]`` and ``attend [B, 1, R, L]`` (True = attend)."""
+    """The answer rows of a batch, built once per batch (every layer reads them):
+    ``rows [B, R]`` (query positions; 0 where unused, whose result is discarded),
+    ``attend [B, 1, R, L]`` (True = attend), ``answer [B, L]`` (True at the answer rows) and
+    ``any_rows`` (False: the batch is plain causal, nothing to recompute)."""
 
     rows: torch.Tensor
-    valid: torch.Tensor
     attend: torch.Tensor
+    answer: torch.Tensor
+    any_rows: bool
 
 
 def row_mask(masks: list[AnswerMask], width: int, block_size: int,
@@ -107,7 +110,9 @@ def row_mask(masks: list[AnswerMask], width: int, block_size: int,
     pos = torch.arange(width, device=device)
     causal = pos[None, None, :] <= rows[:, :, None]  # [B, R, L]
     attend = torch.where(valid[:, :, None], keep[:, :, pos // block_size] & causal, causal)
-    return RowMask(rows, valid, attend[:, None])
+    answer = torch.zeros(len(masks), width, dtype=torch.bool, device=device)
+    answer.scatter_(1, rows, valid)  # unused rows write False at position 0, never an answer row
+    return RowMask(rows, attend[:, None], answer, any(m.start >= 0 and m.rows for m in masks))
 
 
 # -- the attention function used while training ------------------------------------------------
@@ -129,15 +134,12 @@ def train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         out = sdpa(query, k, v, attn_mask=mask, scale=scaling)
     else:
         out = sdpa(query, k, v, is_causal=True, scale=scaling)
-        if mask.valid.any():
+        if mask.any_rows:
             b, h, _, d = query.shape
             idx = mask.rows[:, None, :, None].expand(b, h, mask.rows.shape[1], d)
             fixed = sdpa(query.gather(2, idx), k, v, attn_mask=mask.attend, scale=scaling)
             # unused rows point at position 0 (never an answer row) and are masked away
-            answer = torch.zeros(b, query.shape[2], dtype=torch.bool, device=query.device)
-            answer[torch.arange(b, device=query.device)[:, None].expand_as(mask.rows)[mask.valid],
-                   mask.rows[mask.valid]] = True
-            out = torch.where(answer[:, None, :, None], out.scatter(2, idx, fixed), out)
+            out = torch.where(mask.answer[:, None, :, None], out.scatter(2, idx, fixed), out)
     return out.transpose(1, 2).contiguous(), None
 
 
