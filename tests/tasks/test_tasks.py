@@ -172,3 +172,29 @@ def test_same_sample_in_another_process(samples):
                          text=True, check=True).stdout
     assert json.loads(out) == [samples[(t, 1024, 1)].sections
                                for t in ("common_words", "frequent_words", "world_state")]
+
+
+LED = sorted(t for t in ALL if TASKS[t].family == "retrieval")
+
+
+@pytest.mark.parametrize("task", LED)
+def test_lead_restates_the_words_before_the_value(task, samples):
+    """``led_target``: directive, the lead, the value. The lead's end followed by the value
+    occurs verbatim in the evidence, so the value follows the same words as in the document
+    (an induction head copies it), and the led answer scores like the plain one."""
+    for length in LENGTHS:
+        for seed in (0, 1):
+            s = samples[(task, length, seed)]
+            assert s.lead and s.led_target == f"{s.directive.render()} {s.lead}{s.answer_text}"
+            tail = s.lead.rsplit(" for ", 1)[-1]  # the key onwards (niah); all of it otherwise
+            assert tail + s.answer_text in "\n".join(s.evidence_texts())
+            key_words = tail.split(" is")[0].strip('": ')
+            assert key_words.lower() in s.question.lower()  # the key asked, not another
+            assert score(task, s.led_target, s) == 1.0
+
+
+def test_tasks_without_a_lead_keep_their_target(samples):
+    for task in ALL:
+        s = samples[(task, 1024, 0)]
+        if task not in LED:
+            assert s.lead == "" and s.led_target == s.target

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dac.train.config import TrainConfig
@@ -93,3 +95,24 @@ def test_copy_formats_pick_the_format(tokenizer):
         TrainConfig.from_dict({"stages": [{"length": 64, "steps": 1, "batch_tokens": 64,
                                            "kind": "copy", "prompt_loss_weight": 1,
                                            "copy_formats": ["bogus"]}]})
+
+
+def test_random_spans_draw_digits_bytes_and_merges_but_no_special_token(tokenizer):
+    """Copy data covers what the tasks copy: numbers (one token per digit with split_digits)
+    and single-byte tokens as well as BPE merges; never a special token."""
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    specials = set(tokenizer.all_special_ids)
+    seen: set[int] = set()
+    for seed in range(20):
+        ids = copy_ids(tokenizer, 256, seed, ("repeat", "spans"))
+        assert not specials & set(ids[1:])
+        seen.update(ids[1:])
+    assert len(seen & digits) == 10
+    assert min(seen) < 260 and max(seen) > tokenizer.vocab_size // 2  # bytes and merges
+
+
+def test_numbers_in_random_spans_are_runs_of_digits(tokenizer):
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    text = tokenizer.decode(copy_ids(tokenizer, 512, 4, ("spans",))[1:])
+    assert re.search(r"\d{3,}", text)
+    assert any(t in digits for t in copy_ids(tokenizer, 512, 4, ("spans",)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -68,6 +69,19 @@ def test_answer_rows_follow_the_planner(tok):
     assert make_example(s, tok, CFG, dense=True).mask.start == -1
     glob = _sample("[[global]]")
     assert make_example(glob, tok, CFG, dense=False).mask.start == -1
+
+
+def test_a_led_target_is_trained_whole_and_masked_from_the_directive_on(tok):
+    """``lead=True`` trains ``led_target``: the lead is part of the answer, under the mask."""
+    s = _sample("[[focus S3]]", " 4821")
+    led = SimpleNamespace(**vars(s), led_target="[[focus S3]] the mill runs past 4821")
+    ex = make_example(led, tok, CFG, dense=False, lead=True)
+    lay = build_prompt(tok, s.sections, s.question)
+    assert tok.decode(ex.ids[ex.prompt_len:]).startswith(led.led_target)
+    assert ex.mask.start == lay.prompt_len + directive_close(tok, led.led_target)
+    assert len(ex.mask.rows) == len(ex.ids) - 1 - ex.mask.start  # every answer row, EOS too
+    plain = make_example(s, tok, CFG, dense=False)
+    assert len(plain.ids) < len(ex.ids) and plain.mask.start == ex.mask.start
 
 
 def test_batched_mask_equals_rows_built_one_by_one(tok):

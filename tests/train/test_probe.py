@@ -61,3 +61,14 @@ def test_answer_losses_are_per_target_position(tokenizer):
     assert len(perfect) == len(blind) >= 2  # the directive token, then the answer's
     assert max(perfect) < 1e-3
     assert all(abs(x - math.log(V)) < 1e-3 for x in blind)
+
+
+def test_answer_losses_with_a_lead_skip_to_the_value(tokenizer):
+    """With ``lead``: the directive token, then the value's tokens (the lead's are skipped)."""
+    from dac.tasks import make_sample
+
+    s = make_sample("passkey", tokenizer, 400, 0)
+    n_value = len(tokenizer(s.answer_text, add_special_tokens=False)["input_ids"])
+    perfect = answer_losses(Oracle(), tokenizer, "passkey", length=400, n=1, lead=True,
+                            positions=32)
+    assert len(perfect) == 1 + n_value and max(perfect) < 1e-3

@@ -41,9 +41,16 @@ def test_toy_training_run_saves_a_loadable_model_and_resumes(tmp_path):
     # continue from it: the last stage restarts the optimizer, with the prompt loss on
     out2 = tmp_path / "toy2"
     assert main(["train", "--config", "configs/toy.json", "--out", str(out2), "--init", str(out),
-                 "--stages", "2:3", "--quiet"]) == 0
+                 "--stages", "2:3", "--quiet", "--save-dtype", "bfloat16"]) == 0
     meta2 = json.loads((out2 / DAC_CONFIG).read_text())
     assert [s["stage"] for s in meta2["training"]["stages"]] == [0, 1, 2]
+    from safetensors import safe_open
+
+    for f in out2.glob("*.safetensors"):  # saved as asked, half the size of the first
+        with safe_open(str(f), "pt") as sf:
+            assert all(sf.get_slice(k).get_dtype() == "BF16" for k in sf.keys())
+    size = lambda d: sum(f.stat().st_size for f in d.glob("*.safetensors"))  # noqa: E731
+    assert size(out2) < 0.6 * size(out)
 
 
 def test_shipped_model_is_small_llama_with_head_dim_64():

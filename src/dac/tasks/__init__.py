@@ -34,8 +34,8 @@ TASKS: dict[str, TaskSpec] = {s.name: s for s in [
     _spec(retrieval.niah_single_prose, "retrieval", match_all, 32),
     _spec(retrieval.niah_single_uuid, "retrieval", match_all, 64),
     _spec(retrieval.niah_multikey, "retrieval", match_all, 32),
-    _spec(retrieval.niah_multikey_dense, "retrieval", match_all, 64, "distractor needles"),
-    _spec(retrieval.kv_json, "retrieval", match_all, 64, "distractor pairs"),
+    _spec(retrieval.niah_multikey_dense, "retrieval", match_all, 96, "distractor needles"),
+    _spec(retrieval.kv_json, "retrieval", match_all, 96, "distractor pairs"),
     _spec(retrieval.passkey, "retrieval", first_integer, 24),
     # multi-region (focus on several sections)
     _spec(multi.niah_multivalue, "multi", match_all, 64),

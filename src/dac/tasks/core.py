@@ -41,10 +41,22 @@ class Sample:
     target: str  # the ideal full answer: directive.render() + " " + answer text
     family: str  # "retrieval" | "multi" | "aggregation" | "local"
     prompt_tokens: int = 0  # measured length of build_prompt(tokenizer, sections, question)
+    #: RULER's answer prefix, written by the model: the evidence's words right before the value
+    #: ("The pass key is "), so the value follows the same words as in the document ("" = none)
+    lead: str = ""
 
     @property
     def answer_text(self) -> str:
         return self.target[len(self.directive.render()):].strip()
+
+    @property
+    def led_target(self) -> str:
+        """The target with the lead between directive and answer (``target`` if none). The
+        value then follows the words it follows in the document, so copying it is what an
+        induction head does: match the lead's last tokens, copy what came next there."""
+        if not self.lead:
+            return self.target
+        return f"{self.directive.render()} {self.lead}{self.answer_text}"
 
     @property
     def id(self) -> str:
@@ -83,6 +95,7 @@ class Draft:
     answer_text: str
     joiner: str = " "
     tail: int = 0  # the last ``tail`` units form the last section on their own (local tasks)
+    lead: str = ""  # :attr:`Sample.lead`
 
 
 Generator = Callable[[random.Random, int, int], Draft]
@@ -186,7 +199,7 @@ def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int) -> Sample:
     return Sample(task=spec.name, length=length, seed=seed, sections=sections,
                   question=draft.question, answers=list(draft.answers), evidence=evidence,
                   directive=directive, target=f"{directive.render()} {draft.answer_text}",
-                  family=spec.family)
+                  family=spec.family, lead=draft.lead)
 
 
 def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int) -> Sample:

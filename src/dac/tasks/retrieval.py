@@ -23,6 +23,11 @@ def value_span(text: str, value: str) -> tuple[int, int]:
     return a, a + len(value)
 
 
+def lead(key: str, kind: str = "number") -> str:
+    """The answer's lead: the needle's words before the value, with the question's noun."""
+    return f"The special magic {kind} for {key} is: "
+
+
 def question(key: str, kind: str = "number") -> str:
     return (f"What is the special magic {kind} for {key} mentioned in the provided text? "
             f"Answer with the {kind} only.")
@@ -36,7 +41,8 @@ def _single(rng: random.Random, n: int, haystack: str, kind: str) -> Draft:
     filler = src.noise(n) if haystack == "noise" else src.prose(start, n)
     text = needle(key, value, kind)
     units, (at,) = insert_at_depths(filler, [text], [depth])
-    return Draft(units, [(at, 0, len(text))], question(key, kind), [value], value)
+    return Draft(units, [(at, 0, len(text))], question(key, kind), [value], value,
+                 lead=lead(key, kind))
 
 
 def niah_single_noise(rng: random.Random, n: int, length: int) -> Draft:
@@ -62,7 +68,8 @@ def niah_multikey(rng: random.Random, n: int, length: int) -> Draft:
     filler = src.prose(rng.random(), n)
     texts = [needle(k, v) for k, v in zip(keys, values)]
     units, pos = insert_at_depths(filler, texts, depths)
-    return Draft(units, [(pos[0], 0, len(texts[0]))], question(keys[0]), [values[0]], values[0])
+    return Draft(units, [(pos[0], 0, len(texts[0]))], question(keys[0]), [values[0]], values[0],
+                 lead=lead(keys[0]))
 
 
 def niah_multikey_dense(rng: random.Random, n: int, length: int) -> Draft:
@@ -73,7 +80,7 @@ def niah_multikey_dense(rng: random.Random, n: int, length: int) -> Draft:
     t = needle(target_key, target_val, "uuid")
     units, (at,) = insert_at_depths(texts, [t], [depth])
     return Draft(units, [(at, 0, len(t))], question(target_key, "uuid"), [target_val],
-                 target_val)
+                 target_val, lead=lead(target_key, "uuid"))
 
 
 def kv_json(rng: random.Random, n: int, length: int) -> Draft:
@@ -85,7 +92,7 @@ def kv_json(rng: random.Random, n: int, length: int) -> Draft:
     units, (at,) = insert_at_depths(lines, [t], [depth])
     q = (f'The document is a JSON object of key-value pairs. What is the value associated '
          f'with the key "{key}"? Answer with the value only.')
-    return Draft(units, [(at, 0, len(t))], q, [val], val, joiner="\n")
+    return Draft(units, [(at, 0, len(t))], q, [val], val, joiner="\n", lead=f'"{key}": "')
 
 
 #: Depths of the passkey grid (drawn per sample).
@@ -99,4 +106,5 @@ def passkey(rng: random.Random, n: int, length: int) -> Draft:
     text = f"The pass key is {key}. Remember it. {key} is the pass key."
     units, (at,) = insert_at_depths(src.noise(n), [text], [PASSKEY_DEPTHS[grid]])
     return Draft(units, [(at, 0, len(text))],
-                 "What is the pass key? Answer with the number only.", [key], key)
+                 "What is the pass key? Answer with the number only.", [key], key,
+                 lead="The pass key is ")

@@ -25,6 +25,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--workers", type=int, default=None, help="data worker processes")
     p.add_argument("--quiet", action="store_true", help="do not print the log lines")
+    p.add_argument("--save-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="dtype of the saved weights (bfloat16: half the size, as shipped)")
     p.set_defaults(handler=run_train)
 
 
@@ -43,6 +45,8 @@ def _stages(spec: str | None, n: int) -> tuple[int, int] | None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    import torch
+
     from .config import TrainConfig
     from .loop import make_tokenizer, train
 
@@ -63,6 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     log = None if args.quiet else (lambda rec: print(json.dumps(rec), flush=True))
     train(cfg, out, init=args.init, stages=_stages(args.stages, len(cfg.stages)),
-          device=args.device, workers=args.workers, tokenizer=args.tokenizer, log=log)
+          device=args.device, workers=args.workers, tokenizer=args.tokenizer, log=log,
+          save_dtype=getattr(torch, args.save_dtype))
     print(f"model saved to {out}")
     return 0

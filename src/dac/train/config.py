@@ -89,6 +89,9 @@ class TrainConfig:
     tokenizer: TokenizerSpec = TokenizerSpec()
     plan: PlanConfig = PlanConfig()
     dense_answer_fraction: float = 0.25  # answers also trained under full attention
+    #: train on ``Sample.led_target``: the answer restates the evidence's words before the value
+    #: (RULER's answer prefix), which makes retrieving it a copy that induction heads do
+    answer_leads: bool = False
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup: int = 200

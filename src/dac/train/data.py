@@ -1,7 +1,7 @@
 """Training examples from the suite's task generators, with their answer masks.
 
 Sequence = prompt (``build_prompt``: the same template as inference) + ``sample.target``
-(the ideal directive, a space, the answer) + EOS. The loss covers the target tokens only; the
+(the ideal directive, a space, the answer; ``sample.led_target`` under ``answer_leads``) + EOS. The loss covers the target tokens only; the
 target tokens after the directive's close are trained under :func:`answer_mask`.
 Every example is a pure function of (config, global index): seeds are ``seed_base + index``.
 """
@@ -48,12 +48,15 @@ def directive_close(tokenizer: Any, target: str) -> int:
 
 
 def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, task: str = "",
-                 seed: int = 0) -> Example:
+                 seed: int = 0, lead: bool = False) -> Example:
+    """``lead``: the target is ``sample.led_target`` (the answer restates the evidence's words
+    before the value) instead of ``sample.target``."""
     layout = build_prompt(tokenizer, sample.sections, sample.question)
-    target = tokenizer(sample.target, add_special_tokens=False)["input_ids"]
+    text = sample.led_target if lead else sample.target
+    target = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
     directive = sample.directive
-    close = directive_close(tokenizer, sample.target)
+    close = directive_close(tokenizer, text)
     if dense or close < 0 or directive is None or directive.mode is Mode.GLOBAL:
         mask = AnswerMask(-1, [])
     else:
@@ -66,23 +69,40 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
     """A synthetic copying sequence of about ``length`` tokens (BOS first), pure in ``seed``.
 
     One of ``formats``, equally likely: ``repeat``, a random span of ``length // 4`` to
-    ``length // 2`` ordinary BPE tokens (at least 8) repeated verbatim until the sequence is
-    full (the strongest copying signal: everything after the first copy is predictable; the
-    copy distance varies, so only matching by content predicts it, not a fixed offset);
-    ``spans``, random spans of 8 to
-    ``min(64, length // 4)`` tokens where about half of the spans repeat an earlier one; and
-    ``table``, ``key : value`` lines (random 2-token keys, 3-7 digit values) followed by lookups
-    of random keys. Only repeated spans and looked-up values are predictable, and only by
-    copying from earlier in the context: a next-token loss over these sequences is what forms
-    induction (copying) heads. The copies lie at most ``length`` tokens back, so short copy
-    stages put them close: induction forms there in far fewer steps (docs/training.md,
-    "Sixth run").
+    ``length // 2`` tokens (at least 8) repeated verbatim until the sequence is full (the
+    strongest copying signal: everything after the first copy is predictable; the copy distance
+    varies, so only matching by content predicts it, not a fixed offset); ``spans``, random
+    spans of 8 to ``min(64, length // 4)`` tokens where about half of the spans repeat an
+    earlier one; and ``table``, ``key : value`` lines (random 2-token keys, 3-7 digit values)
+    followed by lookups of random keys. Random spans draw every ordinary token (bytes, digits
+    and BPE merges; not the special tokens), a fifth of their items being numbers of 3-8
+    digits: copying must cover what the tasks copy, and a model whose copy data left out the
+    digits copied words but not numbers (docs/training.md, "Seventh run"). Only repeated spans
+    and looked-up values are predictable, and only by copying from earlier in the context: a
+    next-token loss over these sequences is what forms induction (copying) heads. The copies
+    lie at most ``length`` tokens back, so short copy stages put them close: induction forms
+    there in far fewer steps (docs/training.md, "Sixth run").
     """
     rng = random.Random(seed * 0x9E3779B1 % (1 << 61))
-    lo, hi = min(300, tokenizer.vocab_size // 2), tokenizer.vocab_size
+    specials = [i for i in tokenizer.all_special_ids if i < tokenizer.vocab_size // 2]
+    lo, hi = max(specials, default=-1) + 1, tokenizer.vocab_size
+    enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+
+    def number(digits: int) -> list[int]:
+        return enc(" " + str(rng.randrange(10 ** (digits - 1), 10 ** digits)))
+
+    newline = set(enc("\n"))  # kept for the table's lines: formats stay tellable apart
+
+    def token() -> int:
+        while (t := rng.randrange(lo, hi)) in newline:
+            pass
+        return t
 
     def rand(n: int) -> list[int]:
-        return [rng.randrange(lo, hi) for _ in range(n)]
+        out: list[int] = []
+        while len(out) < n:
+            out += number(rng.randint(3, 8)) if rng.random() < 0.2 else [token()]
+        return out[:n]
 
     ids = [tokenizer.bos_token_id]
     kind = formats[min(len(formats) - 1, int(rng.random() * len(formats)))]
@@ -100,13 +120,12 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
                 spans.append(span)
             ids += span
     else:
-        enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
         sep, nl = enc(" :"), enc("\n")
         pairs: list[tuple[list[int], list[int]]] = []
         table_end = length * rng.uniform(0.5, 0.8)
         while len(ids) < table_end:
             key = rand(2)
-            value = enc(" " + str(rng.randrange(10 ** (n := rng.randint(3, 7)) // 10, 10 ** n)))
+            value = number(rng.randint(3, 7))
             pairs.append((key, value))
             ids += key + sep + value + nl
         while len(ids) < length:
@@ -158,7 +177,8 @@ class StageData(torch.utils.data.Dataset):
             except ValueError:  # the task's minimum prompt is longer: ask for more
                 length = int(length * 1.2) + 32
                 continue
-            ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed)
+            ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed,
+                              self.cfg.answer_leads)
             if len(ex.ids) <= self.width:
                 return ex
             length = max(64, int(length * 0.85))  # overflowed the stage width: shorter

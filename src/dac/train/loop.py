@@ -165,28 +165,32 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
 
 
 def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int,
-                 span: int = 100) -> dict[str, float]:
+                 span: int = 100, digits: bool = False) -> dict[str, float]:
     """:func:`dac.train.probe.repeat_loss` under the training attention (logged with the loss):
-    the repeat loss falling to near zero is the sign that copying (induction) heads formed."""
-    from .probe import repeat_loss
+    the repeat loss falling to near zero is the sign that copying (induction) heads formed.
+    ``digits``: on random digit strings (what the retrieval tasks copy) instead."""
+    from .probe import digit_ids, repeat_loss
 
     batch = max(4, 400 // span)  # about 400 tokens on each side, whatever the span
     mask = row_mask([AnswerMask(-1, [])] * batch, 1 + 2 * span, block_size, device)
     with use_mask(mask), torch.autocast(device.type, dtype=torch.bfloat16,
                                         enabled=device.type == "cuda"):
-        return repeat_loss(model, tok.bos_token_id, tok.vocab_size, span=span, batch=batch)
+        return repeat_loss(model, tok.bos_token_id, tok.vocab_size, span=span, batch=batch,
+                           pool=digit_ids(tok) if digits else None)
 
 
 def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
           stages: tuple[int, int] | None = None, device: str | None = None,
           sample_fn: SampleFn | None = None, workers: int | None = None,
           tokenizer: str | Path | None = None,
-          log: Callable[[dict[str, Any]], None] | None = None) -> Path:
+          log: Callable[[dict[str, Any]], None] | None = None,
+          save_dtype: torch.dtype = torch.float32) -> Path:
     """Train ``cfg`` into ``out`` (model dir + ``train_log.jsonl``); returns ``out``.
 
     ``init``: a model directory to continue from (its tokenizer is reused);
     ``stages``: the half-open range of curriculum stages to run (default: all);
-    ``tokenizer``: a directory holding this config's tokenizer, built earlier (saves minutes).
+    ``tokenizer``: a directory holding this config's tokenizer, built earlier (saves minutes);
+    ``save_dtype``: the saved weights' dtype (training runs in float32 with bf16 autocast).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -285,7 +289,9 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
                        "tok_per_s": round(tokens / max(1e-9, time.time() - ts)),
                        "elapsed_s": round(time.time() - t0, 1), "dropped": dropped,
                        "family_loss": family_losses(fam_loss),
-                       "repeat_probe": probe_repeat(model, tok, dev, cfg.plan.block_size)}
+                       "repeat_probe": probe_repeat(model, tok, dev, cfg.plan.block_size),
+                       "digit_probe": probe_repeat(model, tok, dev, cfg.plan.block_size,
+                                                   digits=True)}
                 if stage.until_copy_loss is not None:
                     own = probe_repeat(model, tok, dev, cfg.plan.block_size,
                                        max(8, (stage.length - 1) // 2))
@@ -308,7 +314,8 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
         emit({"event": "stage_done", **rec})
     model.eval()
     seconds = round(time.time() - t0, 1)
-    save(model, tok, cfg, out, history, seconds + float(prior.get("seconds", 0.0)), dev)
+    save(model, tok, cfg, out, history, seconds + float(prior.get("seconds", 0.0)), dev,
+         save_dtype)
     emit({"event": "done", "seconds": seconds, "out": str(out)})
     logf.close()
     return out

@@ -5,6 +5,8 @@ Two cheap measurements, under full attention, that tell *why* a model fails to r
 - ``repeat``: mean next-token loss on a random token span and on its exact repetition. A model
   with induction (copying) heads predicts the repetition almost for free; one without pays about
   what it paid the first time.
+- ``digits``: the same on random digit strings: copying that never saw a digit copies words
+  but not the numbers the retrieval tasks ask for.
 - ``answer``: mean loss per target position (directive token, then answer tokens) on the suite's
   retrieval tasks, teacher-forced with the ideal target. A low directive loss with high answer
   losses means the model finds the section but does not copy the value.
@@ -21,11 +23,15 @@ import torch
 
 
 def repeat_loss(model: Any, bos_id: int, vocab: int, *, span: int = 100, batch: int = 4,
-                seed: int = 0, low: int = 300) -> dict[str, float]:
-    """Mean loss on a random span of ``span`` tokens and on its repetition right after it."""
-    low = min(low, vocab // 2)  # skip the special and byte tokens at the start
+                seed: int = 0, low: int = 300, pool: list[int] | None = None
+                ) -> dict[str, float]:
+    """Mean loss on a random span of ``span`` tokens and on its repetition right after it.
+    Tokens are drawn from ``low..vocab`` (past the special and byte tokens), or from ``pool``."""
     g = torch.Generator().manual_seed(seed)
-    r = torch.randint(low, vocab, (batch, span), generator=g)
+    if pool:
+        r = torch.tensor(pool)[torch.randint(0, len(pool), (batch, span), generator=g)]
+    else:
+        r = torch.randint(min(low, vocab // 2), vocab, (batch, span), generator=g)
     ids = torch.cat([torch.full((batch, 1), bos_id), r, r], 1).to(model.device)
     with torch.no_grad():
         logp = torch.log_softmax(model(ids).logits.float(), -1)
@@ -34,9 +40,15 @@ def repeat_loss(model: Any, bos_id: int, vocab: int, *, span: int = 100, batch: 
             "repeat": round(nll[:, span + 1:].mean().item(), 3)}
 
 
+def digit_ids(tok: Any) -> list[int]:
+    """The ten single-digit tokens (every byte-level vocabulary has them)."""
+    return [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+
+
 def answer_losses(model: Any, tok: Any, task: str, *, length: int = 512, n: int = 12,
-                  seed0: int = 0, positions: int = 8) -> list[float]:
-    """Mean loss at each target position (0 = the directive token) over seeds ``seed0..+n``."""
+                  seed0: int = 0, positions: int = 8, lead: bool = False) -> list[float]:
+    """Mean loss at each target position (0 = the directive token) over seeds ``seed0..+n``;
+    with ``lead``, at the directive and then at the answer's value, after the lead."""
     from ..protocol.context import build_prompt
     from ..tasks import make_sample
 
@@ -44,14 +56,20 @@ def answer_losses(model: Any, tok: Any, task: str, *, length: int = 512, n: int 
     for i in range(n):
         s = make_sample(task, tok, length, seed0 + i)
         layout = build_prompt(tok, s.sections, s.question)
-        target = tok(s.target, add_special_tokens=False)["input_ids"][:positions]
+        text = s.led_target if lead else s.target
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        target = enc["input_ids"]
+        at = list(range(len(target)))
+        if lead and s.lead:  # the directive, then the value's tokens (skip the lead's)
+            value_start = len(text) - len(s.answer_text)
+            at = [0] + [j for j, (_, b) in enumerate(enc["offset_mapping"]) if b > value_start]
         ids = torch.tensor([list(layout.input_ids) + target], device=model.device)
         with torch.no_grad():
             logits = model(ids).logits[0].float()
         p = len(layout.input_ids)
         logp = torch.log_softmax(logits[p - 1: p - 1 + len(target)], -1)
-        for k, t in enumerate(target):
-            sums[k][0] -= logp[k, t].item()
+        for k, j in enumerate(at[:positions]):
+            sums[k][0] -= logp[j, target[j]].item()
             sums[k][1] += 1
     return [round(a / c, 3) for a, c in sums if c]
 
@@ -66,15 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="passkey,niah_single_noise")
     p.add_argument("--length", type=int, default=512)
     p.add_argument("--n", type=int, default=12)
+    p.add_argument("--lead", action="store_true",
+                   help="teacher-force Sample.led_target; report the directive, then the value")
     a = p.parse_args(argv)
     model, tok = load(a.model, dtype=torch.float32, device="cpu")
     model.eval()
-    print(json.dumps({"model": a.model, "repeat": repeat_loss(model, tok.bos_token_id,
-                                                              len(tok))}))
+    print(json.dumps({"model": a.model,
+                      "repeat": repeat_loss(model, tok.bos_token_id, tok.vocab_size),
+                      "digits": repeat_loss(model, tok.bos_token_id, tok.vocab_size,
+                                            pool=digit_ids(tok))}))
     for task in a.tasks.split(","):
         print(json.dumps({"task": task, "length": a.length, "n": a.n,
                           "loss_per_target_position": answer_losses(
-                              model, tok, task, length=a.length, n=a.n)}))
+                              model, tok, task, length=a.length, n=a.n, lead=a.lead)}))
     return 0
 
 
