@@ -179,7 +179,7 @@ def run_demo(args: argparse.Namespace) -> int:
     png = out / "timeline.png"
     plot_timeline(list(records.values()), png)
     payload = {"model": name, "notice": notice, "question": sample.question,
-               "expected": sample.answers, "ideal": sample.target,
+               "expected": sample.answers, "ideal": sample.led_target,
                "evidence_sections": sorted({s for s, _, _ in sample.evidence}),
                "runs": records, "timeline_png": str(png)}
     (out / "demo.json").write_text(json.dumps(payload, indent=2))

@@ -64,6 +64,31 @@ def test_shipped_model_is_small_llama_with_head_dim_64():
     assert plan is not None and plan.block_size == 64 and not plan.keep_preamble
 
 
+def test_shipped_model_records_the_recipe_in_the_repo():
+    """The card's recipe is the repo's: ``configs/dac-tiny-leads.json`` as run (seconds
+    budgets and all), trained to write the answer's lead."""
+    meta = json.loads((ASSET / DAC_CONFIG).read_text())["training"]
+    recorded = TrainConfig.from_dict(meta["config"])
+    assert recorded == TrainConfig.load("configs/dac-tiny-leads.json")
+    assert recorded.answer_leads and recorded.tokenizer.split_digits
+    assert [s["stage"] for s in meta["stages"]] == list(range(len(recorded.stages)))
+
+
+@pytest.mark.slow
+def test_shipped_model_copies_the_pass_key_after_its_lead():
+    """Retrieval as copying: after ``[[focus S..]] The pass key is`` the model writes the
+    document's key (greedy, held-out seeds, 1K tokens; the card measures 4K and 8K)."""
+    model, tok = load(ASSET)
+    cfg = plan_config(ASSET)
+    right = 0
+    for seed in range(3):
+        s = make_sample("passkey", tok, 1024, seed=seed)
+        r = generate(model, tok, [s.layout(tok)], policy="full", config=cfg,
+                     max_new_tokens=16)[0]
+        right += s.answers[0] in r.text and "The pass key is" in r.text
+    assert right >= 2
+
+
 @pytest.mark.slow
 def test_shipped_model_writes_a_directive_of_the_right_mode():
     """The protocol is followed (well-formed first directive of the ideal mode); whether the
