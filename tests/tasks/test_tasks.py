@@ -198,3 +198,32 @@ def test_tasks_without_a_lead_keep_their_target(samples):
         s = samples[(task, 1024, 0)]
         if task not in LED:
             assert s.lead == "" and s.led_target == s.target
+
+
+@pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])
+def test_sections_can_be_set_and_the_default_is_unchanged(task, tokenizer, samples):
+    """``sections=k`` cuts the context into at most k sections (training varies it; units stay
+    whole, so a context of few long units gets fewer); evidence and the ideal directive follow;
+    ``None`` is the suite's default sectioning, sample for sample."""
+    assert make_sample(task, tokenizer, 1024, 0, sections=None) == samples[(task, 1024, 0)]
+    for k in (1, 6, 16):
+        s = make_sample(task, tokenizer, 1024, 0, sections=k)
+        assert len(s.sections) <= max(k, 2 if s.family == "local" else 1)
+        if s.family == "retrieval":  # sentence-sized units: close to k
+            assert len(s.sections) >= 0.6 * k
+        assert abs(s.prompt_tokens - 1024) <= 1024 * LENGTH_TOLERANCE
+        assert all(1 <= sec <= len(s.sections) for sec, _, _ in s.evidence)
+        for (sec, a, b), text in zip(s.evidence, s.evidence_texts()):
+            assert text == s.sections[sec - 1][a:b] and text.strip()
+        if s.directive.mode is Mode.FOCUS:
+            assert s.directive.sections() == sorted({sec for sec, _, _ in s.evidence})
+    with pytest.raises(ValueError, match="sections"):
+        make_sample(task, tokenizer, 1024, 0, sections=0)
+
+
+def test_varied_sections_make_every_focus_token_a_target(tokenizer):
+    """What a training stage with ``sections: [4, 16]`` draws at 1K tokens: the needle's
+    section spreads over S1..S16 instead of S1..S4."""
+    seen = {make_sample("niah_single_noise", tokenizer, 1024, seed, sections=16).directive
+            .sections()[0] for seed in range(40)}
+    assert len(seen) >= 12 and max(seen) >= 14

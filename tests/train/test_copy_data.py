@@ -116,3 +116,39 @@ def test_numbers_in_random_spans_are_runs_of_digits(tokenizer):
     text = tokenizer.decode(copy_ids(tokenizer, 512, 4, ("spans",))[1:])
     assert re.search(r"\d{3,}", text)
     assert any(t in digits for t in copy_ids(tokenizer, 512, 4, ("spans",)))
+
+
+def test_a_stage_with_sections_draws_each_examples_section_count(tokenizer):
+    """``sections: [lo, hi]`` reaches the sample function as ``sections=k``, k in lo..hi, a pure
+    function of the example's seed; stages without it call the function as before."""
+    from dac.train.data import StageData
+
+    calls: list[dict] = []
+
+    def fake(task, tok, length, seed, **kw):
+        calls.append(kw)
+        raise ValueError("stop")  # only the call matters here
+
+    cfg = TrainConfig.from_dict({"tasks": {"passkey": 1}, "stages": [
+        {"length": 512, "steps": 4, "batch_tokens": 1024, "sections": [4, 16]},
+        {"length": 512, "steps": 4, "batch_tokens": 1024}]})
+    for stage, want in zip(cfg.stages, (True, False)):
+        calls.clear()
+        data = StageData(cfg, stage, tokenizer, ["passkey"], 0, 1, 768, fake)
+        for i in range(24):
+            data[i]
+        if want:
+            ks = {c["sections"] for c in calls}
+            assert ks <= set(range(4, 17)) and len(ks) > 4
+            calls.clear()
+            data[3]
+            first = calls[0]["sections"]
+            calls.clear()
+            data[3]
+            assert calls[0]["sections"] == first
+        else:
+            assert all(c == {} for c in calls)
+    for bad in ([0, 4], [5, 4], [4], [4, 500]):
+        with pytest.raises(ValueError, match="sections"):
+            TrainConfig.from_dict({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024,
+                                               "sections": bad}]})

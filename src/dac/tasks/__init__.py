@@ -77,11 +77,19 @@ def resolve_tasks(spec: str | list[str] | None) -> list[str]:
     return out
 
 
-def make_sample(task: str, tokenizer: Any, length: int, seed: int) -> Sample:
-    """The sample ``seed`` of ``task`` whose prompt is ``length`` tokens with ``tokenizer``."""
+def make_sample(task: str, tokenizer: Any, length: int, seed: int,
+                sections: int | None = None) -> Sample:
+    """The sample ``seed`` of ``task`` whose prompt is ``length`` tokens with ``tokenizer``.
+
+    ``sections``: how many sections the context is cut into (at most: units stay whole, so a
+    context of few long units gets fewer). The default (about one per 512 tokens, at least 4) is
+    what evaluation uses; training varies it so that every focus
+    directive, ``[[focus S1]]`` to ``[[focus S16]]`` and beyond, is a target at every length.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-    return realize(TASKS[task], tokenizer, int(length), int(seed))
+    return realize(TASKS[task], tokenizer, int(length), int(seed),
+                   None if sections is None else int(sections))
 
 
 def score(task: str, prediction: str, sample: Sample) -> float:

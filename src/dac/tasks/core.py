@@ -178,9 +178,11 @@ def directive_for(family: str, sections: list[int]) -> Directive:
     return Directive(Mode.FOCUS, tuple(regions))
 
 
-def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int) -> Sample:
-    k = num_sections(length)
+def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int,
+             sections: int | None = None) -> Sample:
+    k = num_sections(length) if sections is None else sections
     if 0 < draft.tail < len(draft.units):
+        k = max(k, 2)  # the tail is a section of its own, after at least one other
         head = draft.units[:-draft.tail]
         sections, where = group(head, k - 1, draft.joiner)
         sections.append(draft.joiner.join(draft.units[-draft.tail:]))
@@ -202,16 +204,20 @@ def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int) -> Sample:
                   family=spec.family, lead=draft.lead)
 
 
-def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int) -> Sample:
-    """Search the size knob so the rendered prompt is closest to ``length`` tokens."""
+def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int,
+            sections: int | None = None) -> Sample:
+    """Search the size knob so the rendered prompt is closest to ``length`` tokens.
+    ``sections``: cut the context into this many sections (default :func:`num_sections`)."""
     if length < 64:
         raise ValueError(f"length must be at least 64 tokens, got {length}")
+    if sections is not None and not 1 <= sections <= MAX_SECTIONS:
+        raise ValueError(f"sections must lie in [1, {MAX_SECTIONS}], got {sections}")
     cache: dict[int, tuple[int, Sample]] = {}
 
     def measure(n: int) -> int:
         if n not in cache:
             rng = random.Random(f"{spec.name}|{seed}")
-            s = assemble(spec, spec.generate(rng, n, length), length, seed)
+            s = assemble(spec, spec.generate(rng, n, length), length, seed, sections)
             cache[n] = (build_prompt(tokenizer, s.sections, s.question).prompt_len, s)
         return cache[n][0]
 

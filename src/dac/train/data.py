@@ -21,7 +21,8 @@ from ..protocol.grammar import CLOSE, Mode
 from .config import COPY_FORMATS, Stage, TrainConfig
 from .masking import AnswerMask, answer_mask
 
-SampleFn = Callable[[str, Any, int, int], Any]  # make_sample(task, tokenizer, length, seed)
+#: make_sample(task, tokenizer, length, seed[, sections=k]): ``sections`` only when a stage sets it
+SampleFn = Callable[..., Any]
 
 
 @dataclass
@@ -171,9 +172,13 @@ class StageData(torch.utils.data.Dataset):
                 seed ^ 0x5DEECE66D).random() < self.stage.copy_fraction):
             return copy_example(self.tok, min(length, self.width), seed,
                                 self.stage.copy_formats or COPY_FORMATS)
+        extra = {}
+        if self.stage.sections:
+            lo, hi = self.stage.sections
+            extra["sections"] = random.Random(seed ^ 0x2545F491).randint(lo, hi)
         for _ in range(6):
             try:
-                sample = self.sample_fn(task, self.tok, length, seed)
+                sample = self.sample_fn(task, self.tok, length, seed, **extra)
             except ValueError:  # the task's minimum prompt is longer: ask for more
                 length = int(length * 1.2) + 32
                 continue

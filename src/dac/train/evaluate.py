@@ -67,14 +67,17 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"family": fam, "length": length, "policy": pol, "n": len(rs),
                      "accuracy": round(sum(r["score"] for r in rs) / len(rs), 4),
                      "kv_fraction": round(sum(r["fraction"] for r in rs) / len(rs), 4),
-                     "mode_adherence": round(sum(r["mode_ok"] for r in rs) / len(rs), 4)})
+                     "mode_adherence": round(sum(r["mode_ok"] for r in rs) / len(rs), 4),
+                     "exact_directive": round(sum(bool(r["exact"]) for r in rs) / len(rs), 4)})
     return rows
 
 
 def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: int,
              seed0: int = 0, batch: int = 16, device: str | None = None,
              same_cost: bool = True, time_limit: float | None = None,
-             log: Any = print) -> dict[str, Any]:
+             sections: int | None = None, log: Any = print) -> dict[str, Any]:
+    """``sections``: cut every context into this many sections instead of the suite's one per
+    512 tokens (how well the model names sections it rarely sees at the default)."""
     from ..models import load
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,7 +91,7 @@ def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: 
             if time_limit and time.time() - t0 > time_limit:
                 log(json.dumps({"event": "time_limit", "at": f"{task}@{length}"}))
                 return {"records": records, "summary": summarize(records), "plan": cfg.__dict__}
-            samples = [make_sample(task, tok, length, seed0 + i) for i in range(n)]
+            samples = [make_sample(task, tok, length, seed0 + i, sections) for i in range(n)]
             max_new = TASKS[task].max_new_tokens
             cell = {}
             for pol in ("full", "dac"):
@@ -118,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--time-limit", type=float, default=None)
     p.add_argument("--no-same-cost", action="store_true")
+    p.add_argument("--sections", type=int, default=None,
+                   help="sections per context (default: the suite's, one per 512 tokens)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     from ..tasks import resolve_tasks
 
     res = evaluate(a.model, tasks=resolve_tasks(a.tasks),
                    lengths=[int(x) for x in a.lengths.split(",")], n=a.n, batch=a.batch,
-                   same_cost=not a.no_same_cost, time_limit=a.time_limit)
+                   same_cost=not a.no_same_cost, time_limit=a.time_limit, sections=a.sections)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     for row in res["summary"]:
         print(json.dumps(row))

@@ -1,0 +1,97 @@
+"""Where a trained model's focus directives miss, and how often training showed each one.
+
+Reads a model directory's ``eval.json`` (``python -m dac.train.evaluate``) and rebuilds each
+DAC record's sample to find the needle's section. Prints, for the single-needle retrieval
+tasks, the exact-directive rate by quarter of the context the needle sits in, the offsets of
+wrong focuses (declared minus ideal section), the highest section declared per length; then,
+from the recipe recorded in ``dac_config.json``, the share of single-section focus targets
+each section number had in training (every example's context has the suite's
+:func:`dac.tasks.core.num_sections`, or a stage's ``sections`` range, and the needle's section
+is spread evenly over them).
+
+``python bench/directive_misses.py MODEL_DIR [--eval FILE]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import Counter, defaultdict
+from pathlib import Path
+
+SINGLE = ("passkey", "niah_single_noise", "niah_single_prose", "niah_single_uuid")
+
+
+def target_shares(meta: dict) -> dict[int, float]:
+    """Expected share of each section number among single-section focus targets."""
+    from dac.tasks.core import num_sections
+
+    cfg = meta["config"]
+    weight: Counter = Counter()
+    for stage, run in zip(cfg["stages"], meta["stages"]):
+        if stage.get("kind", "tasks") == "copy":
+            continue
+        lo = stage.get("min_length") or stage["length"] // 2
+        lengths = range(lo, stage["length"] + 1, 16)
+        examples = run["steps"] * run["batch"]
+        for length in lengths:
+            if stage.get("sections"):
+                a, b = stage["sections"]
+                counts = [(k, 1 / (b - a + 1)) for k in range(a, b + 1)]
+            else:
+                counts = [(num_sections(length), 1.0)]
+            for k, p in counts:
+                for s in range(1, k + 1):
+                    weight[s] += examples * p / len(lengths) / k
+    total = sum(weight.values())
+    return {s: weight[s] / total for s in sorted(weight)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("--eval", default=None, help="default: MODEL/eval.json")
+    a = p.parse_args()
+    from transformers import AutoTokenizer
+
+    from dac.tasks import make_sample
+
+    tok = AutoTokenizer.from_pretrained(a.model, local_files_only=True)
+    records = json.loads(Path(a.eval or Path(a.model) / "eval.json").read_text())["records"]
+    by_quarter: dict = defaultdict(lambda: [0, 0])
+    offsets: Counter = Counter()
+    highest: dict = defaultdict(int)
+    for r in records:
+        if r["policy"] != "dac" or r["task"] not in SINGLE:
+            continue
+        task, length, seed = r["id"].rsplit("-", 2)
+        s = make_sample(task, tok, int(length), int(seed))
+        ideal, n = s.evidence[0][0], len(s.sections)
+        cell = by_quarter[(int(length), int(4 * (ideal - 1) / n))]
+        cell[0] += bool(r["exact"])
+        cell[1] += 1
+        m = re.fullmatch(r"\[\[focus S(\d+)\]\]", r["declared"] or "")
+        if m:
+            highest[int(length)] = max(highest[int(length)], int(m.group(1)))
+            if not r["exact"]:
+                offsets[int(m.group(1)) - ideal] += 1
+        elif not r["exact"]:
+            offsets["other"] += 1
+    print("exact directives by quarter of the context holding the needle (length, quarter):")
+    for k in sorted(by_quarter):
+        print(f"  {k}: {by_quarter[k][0]}/{by_quarter[k][1]}")
+    print("wrong focuses, declared minus ideal section:",
+          dict(sorted(offsets.items(), key=lambda kv: str(kv[0]))))
+    print("highest section declared, per length:", dict(sorted(highest.items())))
+    meta = json.loads((Path(a.model) / "dac_config.json").read_text())["training"]
+    shares = target_shares(meta)
+    print("training share of single-section focus targets, by section:")
+    print("  " + ", ".join(f"S{s} {100 * v:.2f}%" for s, v in shares.items()))
+    for lo, hi in ((1, 4), (5, 8), (9, 12), (13, 16)):
+        print(f"  S{lo}-S{hi}: {100 * sum(v for s, v in shares.items() if lo <= s <= hi):.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
