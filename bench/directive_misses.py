@@ -26,18 +26,18 @@ SINGLE = ("passkey", "niah_single_noise", "niah_single_prose", "niah_single_uuid
 def target_shares(meta: dict) -> dict[int, float]:
     """Expected share of each section number among single-section focus targets."""
     from dac.tasks.core import num_sections
+    from dac.train.config import TrainConfig
 
-    cfg = meta["config"]
+    cfg = TrainConfig.from_dict(meta["config"])
     weight: Counter = Counter()
-    for stage, run in zip(cfg["stages"], meta["stages"]):
-        if stage.get("kind", "tasks") == "copy":
+    for stage, run in zip(cfg.stages, meta["stages"]):
+        if stage.kind == "copy":
             continue
-        lo = stage.get("min_length") or stage["length"] // 2
-        lengths = range(lo, stage["length"] + 1, 16)
+        lengths = range(stage.lo, stage.length + 1, 16)
         examples = run["steps"] * run["batch"]
         for length in lengths:
-            if stage.get("sections"):
-                a, b = stage["sections"]
+            if stage.sections:
+                a, b = stage.sections
                 counts = [(k, 1 / (b - a + 1)) for k in range(a, b + 1)]
             else:
                 counts = [(num_sections(length), 1.0)]

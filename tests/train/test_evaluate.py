@@ -39,3 +39,12 @@ def test_sections_cut_every_context_alike():
         seed = int(r["id"].rsplit("-", 1)[1])
         assert len(make_sample("niah_single_noise", tok, 512, seed, 8).sections) == 8
     assert len(res["records"]) == 6  # dac and full, 3 each
+
+
+def test_an_impossible_section_count_is_a_usage_error(tmp_path, capsys):
+    from dac.train.evaluate import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(ASSET), "--sections", "0", "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and "--sections must lie in" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()

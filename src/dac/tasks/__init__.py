@@ -83,8 +83,8 @@ def make_sample(task: str, tokenizer: Any, length: int, seed: int,
 
     ``sections``: how many sections the context is cut into (at most: units stay whole, so a
     context of few long units gets fewer). The default (about one per 512 tokens, at least 4) is
-    what evaluation uses; training varies it so that every focus
-    directive, ``[[focus S1]]`` to ``[[focus S16]]`` and beyond, is a target at every length.
+    what evaluation uses; training varies it so that every focus directive, ``[[focus S1]]`` to
+    ``[[focus S16]]`` and beyond, is a target at every length.
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")

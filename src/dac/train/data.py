@@ -1,8 +1,9 @@
 """Training examples from the suite's task generators, with their answer masks.
 
 Sequence = prompt (``build_prompt``: the same template as inference) + ``sample.target``
-(the ideal directive, a space, the answer; ``sample.led_target`` under ``answer_leads``) + EOS. The loss covers the target tokens only; the
-target tokens after the directive's close are trained under :func:`answer_mask`.
+(the ideal directive, a space, the answer; ``sample.led_target`` under ``answer_leads``) + EOS.
+The loss covers the target tokens only; the target tokens after the directive's close are
+trained under :func:`answer_mask`.
 Every example is a pure function of (config, global index): seeds are ``seed_base + index``.
 """
 
@@ -76,7 +77,7 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
     spans of 8 to ``min(64, length // 4)`` tokens where about half of the spans repeat an
     earlier one; and ``table``, ``key : value`` lines (random 2-token keys, 3-7 digit values)
     followed by lookups of random keys. Random spans draw every ordinary token (bytes, digits
-    and BPE merges; not the special tokens), a fifth of their items being numbers of 3-8
+    and BPE merges; not the special tokens nor the newline, which only the table uses), a fifth of their items being numbers of 3-8
     digits: copying must cover what the tasks copy, and a model whose copy data left out the
     digits copied words but not numbers (docs/training.md, "Seventh run"). Only repeated spans
     and looked-up values are predictable, and only by copying from earlier in the context: a

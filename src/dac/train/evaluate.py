@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     from ..tasks import resolve_tasks
+    from ..tasks.core import MAX_SECTIONS
+
+    if a.sections is not None and not 1 <= a.sections <= MAX_SECTIONS:
+        p.error(f"--sections must lie in [1, {MAX_SECTIONS}], got {a.sections}")
 
     res = evaluate(a.model, tasks=resolve_tasks(a.tasks),
                    lengths=[int(x) for x in a.lengths.split(",")], n=a.n, batch=a.batch,
