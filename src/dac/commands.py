@@ -56,7 +56,7 @@ def add_parser(sub: Any) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     from .engines.hf import generate
-    from .models import load, load_plan_config
+    from .models import load, load_plan_config, load_prompt_options
     from .protocol.context import build_prompt, split_sections
 
     if not args.question.strip():
@@ -79,7 +79,7 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"context file is empty: {args.context}")
     model, tok = load(args.model, device=args.device)
     cfg = plan_config(args, load_plan_config(args.model))
-    layout = build_prompt(tok, sections, args.question)
+    layout = build_prompt(tok, sections, args.question, **load_prompt_options(args.model))
     result = generate(model, tok, [layout], policy=policy, config=cfg,
                       max_new_tokens=args.max_new_tokens)[0]
     payload = result.to_dict()
@@ -141,7 +141,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from .engines.hf import generate
     from .eval.records import make_record
     from .eval.report import plot_timeline
-    from .models import load, load_plan_config, tiny_model, tiny_tokenizer
+    from .models import load, load_plan_config, load_prompt_options, tiny_model, tiny_tokenizer
     from .tasks import TASKS, make_sample
 
     if args.task not in TASKS:
@@ -153,6 +153,7 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.model or (DEFAULT_MODEL / "config.json").is_file():
         model, tok = load(model_dir)
         cfg = load_plan_config(model_dir)
+        prompt = load_prompt_options(model_dir)
         name = model_dir.name
     else:
         notice = ("no trained demonstration model is bundled: using a random-weight model "
@@ -160,12 +161,13 @@ def run_demo(args: argparse.Namespace) -> int:
         tok = tiny_tokenizer()
         model = tiny_model("llama", vocab_size=len(tok), max_positions=args.length * 2 + 256)
         cfg = PlanConfig()
+        prompt = {}
         name = "random-tiny-llama"
     # a random model says nothing worth reading: make it write a full-length answer anyway
     extra = {"min_new_tokens": TASKS[args.task].max_new_tokens} if notice else {}
     spec = TASKS[args.task]
     sample = make_sample(args.task, tok, args.length, args.seed)
-    layout = sample.layout(tok)
+    layout = sample.layout(tok, **prompt)
     evidence = sample.evidence_spans(layout)
     records = {}
     for pol in ("dac", "full"):

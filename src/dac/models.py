@@ -51,6 +51,23 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
 DAC_CONFIG = "dac_config.json"
 
 
+def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:
+    """Keyword options of :func:`dac.protocol.build_prompt` a model was trained with
+    (``dac_config.json``'s ``"prompt"``: ``question_first``), else none."""
+    import json
+
+    f = Path(path) / DAC_CONFIG
+    if not f.is_file():
+        return {}
+    try:
+        data = json.loads(f.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
+    prompt = data.get("prompt", {}) if isinstance(data, dict) else {}
+    return {"question_first": True} if isinstance(prompt, dict) and prompt.get(
+        "question_first") is True else {}
+
+
 def load_plan_config(path: str | os.PathLike) -> PlanConfig:
     """The PlanConfig a model was trained or tuned with (``dac_config.json`` beside its
     weights: PlanConfig fields at top level or under ``"plan"``), else the defaults."""

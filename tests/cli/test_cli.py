@@ -42,6 +42,29 @@ def test_generate_json_schema(model_dir, context, capsys):
     assert 0 < out["kv"]["fraction"] <= 1
 
 
+def test_generate_builds_the_prompt_the_model_was_trained_with(model_dir, context, capsys,
+                                                                tmp_path):
+    """A model whose ``dac_config.json`` says ``prompt.question_first`` is asked the question
+    before the document too: the same run's prompt is longer by one question."""
+    import shutil
+
+    from dac.models import load_prompt_options
+
+    qf = tmp_path / "qf"
+    shutil.copytree(model_dir, qf)
+    meta = json.loads((qf / "dac_config.json").read_text())
+    (qf / "dac_config.json").write_text(json.dumps({**meta, "prompt": {"question_first": True}}))
+    assert load_prompt_options(qf) == {"question_first": True}
+    assert load_prompt_options(model_dir) == {}
+    lens = []
+    for d in (model_dir, qf):
+        assert main(["generate", "--model", str(d), "--context", str(context),
+                     "--question", "Which river?", "--json", "--max-new-tokens", "2",
+                     "--section-chars", "200"]) == 0
+        lens.append(json.loads(capsys.readouterr().out)["prompt_tokens"])
+    assert lens[1] > lens[0]
+
+
 def test_generate_human_output(model_dir, context, capsys):
     rc = main(["generate", "--model", str(model_dir), "--context", str(context),
                "--question", "Which river?", "--max-new-tokens", "3", "--policy", "streaming",

@@ -127,3 +127,24 @@ def test_malformed_directives_count_against_adherence(tmp_path, tokenizer, llama
                  progress=False)
     c = m["cells"][0]
     assert c["adherence"] == 0.0 and c["mode_match"] == 0.0 and c["accuracy"] == 0.0
+
+
+def test_prompt_options_reach_every_prompt_and_the_run_identity(tmp_path, tokenizer, llama):
+    """``EvalConfig.prompt`` (the model's ``question_first``) builds the prompts the model was
+    trained on; a run under other prompt options is not resumed from it."""
+    seen = []
+    eng = ScriptedEngine(llama, tokenizer, lambda lay: seen.append(lay.text) or "[[global]] 1")
+    cfg = _config(tasks=["passkey"], policies=["full"], samples=1,
+                  prompt={"question_first": True})
+    run_eval(eng, cfg, tmp_path, progress=False)
+    s = make_sample("passkey", tokenizer, LENGTH, 0)
+    assert seen == [s.layout(tokenizer, question_first=True).text]
+    assert seen[0].count(s.question) == 2
+    with pytest.raises(ValueError, match="different"):
+        run_eval(eng, _config(tasks=["passkey"], policies=["full"], samples=1), tmp_path,
+                 progress=False)
+
+
+def test_unknown_prompt_options_are_refused():
+    with pytest.raises(ValueError, match="unknown prompt options"):
+        _config(prompt={"question_last": True})

@@ -19,6 +19,24 @@ def test_sections_map_to_their_tokens(tokenizer):
     assert "How high is the mountain?" in tokenizer.decode(lay.input_ids[q.start:q.end])
 
 
+def test_question_first_asks_before_the_document_and_keeps_the_spans(tokenizer):
+    """The question is read before the document too; sections keep their exact tokens, the
+    first question sits in the preamble and the last one stays the protected tail."""
+    secs = ["The river runs north.", "The mountain is 4711 meters high.", "The city has a harbour."]
+    question = "How high is the mountain?"
+    plain = build_prompt(tokenizer, secs, question)
+    lay = build_prompt(tokenizer, secs, question, question_first=True)
+    assert lay.text.count(question) == 2 and plain.text.count(question) == 1
+    assert lay.text.index(question) < lay.text.index("Document:")
+    for a, b in zip(plain.sections, lay.sections):
+        assert plain.input_ids[a.start:a.end] == lay.input_ids[b.start:b.end]
+    assert question in tokenizer.decode(lay.input_ids[lay.preamble.start:lay.preamble.end])
+    q = lay.protected[0]
+    assert lay.sections[-1].end <= q.start and q.end == lay.prompt_len
+    assert question in tokenizer.decode(lay.input_ids[q.start:q.end])
+    assert lay.prompt_len > plain.prompt_len
+
+
 def test_evidence_char_span_to_tokens(tokenizer):
     secs = ["alpha beta gamma", "the magic number is 4711 indeed", "delta"]
     lay = build_prompt(tokenizer, secs, "What is the magic number?")

@@ -48,3 +48,56 @@ def test_an_impossible_section_count_is_a_usage_error(tmp_path, capsys):
         main([str(ASSET), "--sections", "0", "--out", str(tmp_path / "x.json")])
     assert e.value.code == 2 and "--sections must lie in" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "nonsense"], "unknown task 'nonsense'"),
+    (["--lengths", "4k"], "invalid literal"),
+])
+def test_bad_tasks_or_lengths_are_usage_errors(tmp_path, capsys, args, message):
+    from dac.train.evaluate import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(ASSET), *args, "--out", str(tmp_path / "x.json")])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def _record(rid: str, policy: str, score: float) -> dict:
+    return {"id": rid, "task": rid.split("-")[0], "family": "retrieval", "length": 512,
+            "policy": policy, "score": score, "fraction": 1.0 if policy == "full" else 0.2,
+            "mode_ok": True, "exact": score > 0}
+
+
+def test_merge_joins_runs_and_a_later_record_replaces_an_earlier_one(tmp_path):
+    import json
+
+    from dac.train.evaluate import main
+
+    plan = {"block_size": 64}
+    a = {"records": [_record("passkey-512-0", "dac", 0.0), _record("passkey-512-0", "full", 1.0)],
+         "plan": plan}
+    b = {"records": [_record("passkey-512-0", "dac", 1.0), _record("passkey-512-1", "dac", 1.0)],
+         "plan": plan}
+    for name, res in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps(res))
+    out = tmp_path / "m.json"
+    assert main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                 "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert len(merged["records"]) == 3
+    rows = {r["policy"]: r for r in merged["summary"]}
+    assert rows["dac"]["n"] == 2 and rows["dac"]["accuracy"] == 1.0
+    assert rows["full"]["n"] == 1
+
+
+def test_merging_runs_under_different_plans_is_refused(tmp_path, capsys):
+    import json
+
+    from dac.train.evaluate import main
+
+    for name, bs in (("a.json", 64), ("b.json", 32)):
+        (tmp_path / name).write_text(json.dumps({"records": [], "plan": {"block_size": bs}}))
+    with pytest.raises(SystemExit) as e:
+        main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+              "--out", str(tmp_path / "m.json")])
+    assert e.value.code == 2 and "different plans" in capsys.readouterr().err

@@ -71,6 +71,21 @@ def test_answer_rows_follow_the_planner(tok):
     assert make_example(glob, tok, CFG, dense=False).mask.start == -1
 
 
+def test_question_first_examples_ask_before_the_document_and_mask_the_same_sections(tok):
+    """``question_first``: the training prompt is ``build_prompt(question_first=True)``'s, and
+    the answer rows keep the same sections (shifted by the longer preamble) as without it."""
+    s = _sample("[[focus S3]]")
+    plain = make_example(s, tok, CFG, dense=False)
+    ex = make_example(s, tok, CFG, dense=False, question_first=True)
+    lay = build_prompt(tok, s.sections, s.question, question_first=True)
+    assert ex.ids[:ex.prompt_len] == lay.input_ids and ex.prompt_len > plain.prompt_len
+    assert ex.ids[ex.prompt_len:] == plain.ids[plain.prompt_len:]
+    close = lay.prompt_len + directive_close(tok, s.target)
+    assert ex.mask.start == close
+    for i, row in enumerate(ex.mask.rows):
+        assert row == plan_dac(s.directive, lay, close + i + 1, CFG)
+
+
 def test_a_led_target_is_trained_whole_and_masked_from_the_directive_on(tok):
     """``lead=True`` trains ``led_target``: the lead is part of the answer, under the mask."""
     s = _sample("[[focus S3]]", " 4821")

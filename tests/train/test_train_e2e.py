@@ -27,10 +27,14 @@ def test_toy_training_run_saves_a_loadable_model_and_resumes(tmp_path):
     cfg = TrainConfig.load("configs/toy.json")
     meta = json.loads((out / DAC_CONFIG).read_text())
     assert meta["plan"] == asdict(cfg.plan)
+    assert meta["prompt"] == {"question_first": False}
     assert [s["stage"] for s in meta["training"]["stages"]] == [0, 1]
     log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in log if r["event"] == "step"]
     assert len(steps) == 3 and all(r["loss"] > 0 and r["family_loss"] for r in steps)
+    # teacher-forced directive accuracy per family: a share, for the families with directives
+    assert all(0.0 <= v <= 1.0 for r in steps for v in r["directive_acc"].values())
+    assert any(r["directive_acc"] for r in steps)
 
     model, tok = load(out)
     s = make_sample("niah_single_noise", tok, 700, seed=3)
@@ -65,12 +69,15 @@ def test_shipped_model_is_small_llama_with_head_dim_64():
 
 
 def test_shipped_model_records_the_recipe_in_the_repo():
-    """The card's recipe is the repo's: ``configs/dac-tiny-leads.json`` as run (seconds
-    budgets and all), trained to write the answer's lead."""
+    """The card's recipe is the repo's: ``configs/dac-tiny-sections.json`` as run (seconds
+    budgets and all), trained to write the answer's lead, its last stages on varied section
+    counts; its first twelve stages are the seventh run's ``configs/dac-tiny-leads.json``."""
     meta = json.loads((ASSET / DAC_CONFIG).read_text())["training"]
     recorded = TrainConfig.from_dict(meta["config"])
-    assert recorded == TrainConfig.load("configs/dac-tiny-leads.json")
+    assert recorded == TrainConfig.load("configs/dac-tiny-sections.json")
     assert recorded.answer_leads and recorded.tokenizer.split_digits
+    assert recorded.stages[:12] == TrainConfig.load("configs/dac-tiny-leads.json").stages
+    assert all(s.sections == [4, 16] for s in recorded.stages[12:])
     assert [s["stage"] for s in meta["stages"]] == list(range(len(recorded.stages)))
 
 

@@ -77,7 +77,7 @@ def check_fits(engine: Any, config: Any) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from ..models import load_plan_config
+    from ..models import load_plan_config, load_prompt_options
     from ..planning.blocks import PlanConfig
     from .config import EvalConfig
     from .runner import run_eval
@@ -89,7 +89,9 @@ def run_eval_command(args: argparse.Namespace) -> int:
                         policies=args.policies, samples=args.samples, seed=args.seed,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         engine=args.engine,
-                        plan=dataclasses.asdict(plan))
+                        plan=dataclasses.asdict(plan),
+                        prompt=load_prompt_options(args.model) if Path(args.model).is_dir()
+                        else {})
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
     engine = make_engine(args.engine, args.model, args.device, plan.block_size)

@@ -93,6 +93,9 @@ class EvalConfig:
     max_new_tokens: int | None = None  # None: each task's own budget
     engine: str = "hf"
     plan: dict[str, Any] = field(default_factory=lambda: dataclasses.asdict(PlanConfig()))
+    #: :func:`dac.protocol.build_prompt` options the model was trained with
+    #: (:func:`dac.models.load_prompt_options`); {} is the protocol's default prompt
+    prompt: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -105,6 +108,8 @@ class EvalConfig:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError("--max-new-tokens must be at least 1")
         PlanConfig(**self.plan)  # validates
+        if set(self.prompt) - {"question_first"}:
+            raise ValueError(f"unknown prompt options: {sorted(set(self.prompt))}")
 
     @property
     def plan_config(self) -> PlanConfig:
@@ -119,7 +124,8 @@ class EvalConfig:
     def identity(self) -> dict[str, Any]:
         """The fields a finished cell's results depend on (besides its task, length, policy)."""
         return {"model": self.model, "samples": self.samples, "seed": self.seed,
-                "max_new_tokens": self.max_new_tokens, "engine": self.engine, "plan": self.plan}
+                "max_new_tokens": self.max_new_tokens, "engine": self.engine, "plan": self.plan,
+                **({"prompt": self.prompt} if self.prompt else {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **dataclasses.asdict(self)}

@@ -54,10 +54,11 @@ def prepare_out(out: Path, config: EvalConfig) -> None:
         except (ValueError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path} is not a dac eval configuration: {e}") from None
         a, b = old.identity(), config.identity()
-        diff = [k for k in a if a[k] != b[k]]
+        diff = [k for k in {**a, **b} if a.get(k) != b.get(k)]
         if diff:
             raise ValueError(f"{out} holds a run with a different {', '.join(diff)} "
-                             f"({', '.join(f'{k}={a[k]!r}' for k in diff)}); use another --out")
+                             f"({', '.join(f'{k}={a.get(k)!r}' for k in diff)}); "
+                             f"use another --out")
         # a resumed run may add tasks, lengths or policies: keep the union
         for name in ("tasks", "lengths", "policies"):
             merged = list(getattr(old, name))
@@ -115,7 +116,7 @@ def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: 
     with tmp.open("w") as f:
         for i in range(0, len(samples), config.batch_size):
             batch = samples[i:i + config.batch_size]
-            layouts = [s.layout(engine.tokenizer) for s in batch]
+            layouts = [s.layout(engine.tokenizer, **config.prompt) for s in batch]
             evidence = [s.evidence_spans(lay) for s, lay in zip(batch, layouts)]
             t0 = time.perf_counter()
             results = engine.generate(layouts, policy=policy, config=cfg,

@@ -118,11 +118,14 @@ def render_context(sections: list[str]) -> tuple[str, list[tuple[int, int]]]:
 
 
 def build_prompt(tokenizer: Any, sections: list[str], question: str, *,
-                 system: str = SYSTEM_PROMPT, use_chat_template: bool | None = None
-                 ) -> PromptLayout:
+                 system: str = SYSTEM_PROMPT, use_chat_template: bool | None = None,
+                 question_first: bool = False) -> PromptLayout:
     """Render system prompt + numbered sections + question and record token spans.
 
     ``use_chat_template=None`` uses the tokenizer's chat template when it has one.
+    ``question_first``: the question also comes before the document (query-aware
+    contextualization), so the document is read knowing what is asked; it then sits in the
+    preamble, and the question after the document stays the protected tail.
     """
     if not question or not question.strip():
         raise ValueError("the question is empty")
@@ -132,6 +135,8 @@ def build_prompt(tokenizer: Any, sections: list[str], question: str, *,
         raise ValueError("a fast (Rust) tokenizer is required to map sections to token spans")
     context, sec_chars = render_context(sections)
     user = f"Document:\n{context}\n\nQuestion: {question.strip()}"
+    if question_first:
+        user = f"Question: {question.strip()}\n\n{user}"
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if use_chat_template is None:
         use_chat_template = has_template

@@ -97,6 +97,10 @@ class TrainConfig:
     #: train on ``Sample.led_target``: the answer restates the evidence's words before the value
     #: (RULER's answer prefix), which makes retrieving it a copy that induction heads do
     answer_leads: bool = False
+    #: prompts repeat the question before the document (``build_prompt(question_first=True)``),
+    #: so a needle's key can be matched against the question while the document is read;
+    #: recorded in ``dac_config.json`` (``"prompt"``) for inference to build the same prompt
+    question_first: bool = False
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup: int = 200

@@ -50,10 +50,12 @@ def directive_close(tokenizer: Any, target: str) -> int:
 
 
 def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, task: str = "",
-                 seed: int = 0, lead: bool = False) -> Example:
+                 seed: int = 0, lead: bool = False, question_first: bool = False) -> Example:
     """``lead``: the target is ``sample.led_target`` (the answer restates the evidence's words
-    before the value) instead of ``sample.target``."""
-    layout = build_prompt(tokenizer, sample.sections, sample.question)
+    before the value) instead of ``sample.target``. ``question_first``: the prompt asks the
+    question before the document too."""
+    layout = build_prompt(tokenizer, sample.sections, sample.question,
+                          question_first=question_first)
     text = sample.led_target if lead else sample.target
     target = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
@@ -184,7 +186,7 @@ class StageData(torch.utils.data.Dataset):
                 length = int(length * 1.2) + 32
                 continue
             ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed,
-                              self.cfg.answer_leads)
+                              self.cfg.answer_leads, self.cfg.question_first)
             if len(ex.ids) <= self.width:
                 return ex
             length = max(64, int(length * 0.85))  # overflowed the stage width: shorter

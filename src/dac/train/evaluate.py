@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..engines.hf import generate
+from ..models import load_prompt_options
 from ..planning.blocks import PlanConfig
 from ..protocol.grammar import Mode
 from ..tasks import TASKS, make_sample, score
@@ -38,12 +39,14 @@ def adherence(sample: Any, result: Any) -> dict[str, Any]:
 
 
 def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanConfig,
-             max_new: int, batch: int) -> list[dict[str, Any]]:
+             max_new: int, batch: int, prompt: dict[str, Any] | None = None
+             ) -> list[dict[str, Any]]:
+    """``prompt``: :func:`dac.protocol.build_prompt` options the model was trained with."""
     tok.padding_side = "left"
     out = []
     for i in range(0, len(samples), batch):
         chunk = samples[i:i + batch]
-        layouts = [s.layout(tok) for s in chunk]
+        layouts = [s.layout(tok, **(prompt or {})) for s in chunk]
         evidence = [s.evidence_spans(lay) for s, lay in zip(chunk, layouts)]
         res = generate(model, tok, layouts, policy=policy, config=cfg, max_new_tokens=max_new,
                        evidence=evidence)
@@ -72,6 +75,23 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from several runs (cells split over GPUs or time-limited calls): a later
+    run's record for the same prompt and policy replaces an earlier one."""
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    plans = {json.dumps([r.get("plan"), r.get("prompt", {})], sort_keys=True) for r in results}
+    if len(plans) > 1:
+        raise ValueError("the runs were evaluated under different plans or prompts: "
+                         + " / ".join(sorted(plans)))
+    for res in results:
+        for r in res["records"]:
+            records[(r["id"], r["policy"])] = r
+    out = list(records.values())
+    first = results[0] if results else {}
+    return {"records": out, "summary": summarize(out), "plan": first.get("plan"),
+            **({"prompt": first["prompt"]} if first.get("prompt") else {})}
+
+
 def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: int,
              seed0: int = 0, batch: int = 16, device: str | None = None,
              same_cost: bool = True, time_limit: float | None = None,
@@ -84,37 +104,45 @@ def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: 
     model, tok = load(model_dir, dtype=torch.bfloat16 if dev == "cuda" else torch.float32,
                       device=dev)
     cfg = plan_config(model_dir) or PlanConfig()
+    prompt = load_prompt_options(model_dir)
     t0 = time.time()
     records: list[dict[str, Any]] = []
+
+    def result() -> dict[str, Any]:
+        return {"records": records, "summary": summarize(records), "plan": cfg.__dict__,
+                **({"prompt": prompt} if prompt else {})}
+
     for length in lengths:
         for task in tasks:
             if time_limit and time.time() - t0 > time_limit:
                 log(json.dumps({"event": "time_limit", "at": f"{task}@{length}"}))
-                return {"records": records, "summary": summarize(records), "plan": cfg.__dict__}
+                return result()
             samples = [make_sample(task, tok, length, seed0 + i, sections) for i in range(n)]
             max_new = TASKS[task].max_new_tokens
             cell = {}
             for pol in ("full", "dac"):
-                cell[pol] = run_cell(model, tok, samples, pol, cfg, max_new, batch)
+                cell[pol] = run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt)
                 records += cell[pol]
             if same_cost and TASKS[task].family in ("retrieval", "multi"):
                 budget = sum(r["read_per_step"] for r in cell["dac"]) / len(cell["dac"])
                 for pol in (f"streaming:window={max(cfg.block_size, int(budget - cfg.sink_tokens))}",
                             f"quest:budget_tokens={max(cfg.block_size, int(budget))},dense_layers=0"):
-                    records += run_cell(model, tok, samples, pol, cfg, max_new, batch)
+                    records += run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt)
             acc = {p: round(sum(r["score"] for r in rs) / len(rs), 3) for p, rs in cell.items()}
             log(json.dumps({"event": "cell", "task": task, "length": length, "acc": acc,
                             "dac_fraction": round(sum(r["fraction"] for r in cell["dac"])
                                                   / len(cell["dac"]), 3),
                             "elapsed_s": round(time.time() - t0, 1)}))
-    return {"records": records, "summary": summarize(records), "plan": cfg.__dict__}
+    return result()
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("model")
+    p.add_argument("model", nargs="?")
+    p.add_argument("--merge", nargs="+", metavar="RESULT",
+                   help="instead of evaluating: merge these result files into --out")
     p.add_argument("--tasks", default="all")
     p.add_argument("--lengths", default="4096,8192")
     p.add_argument("--n", type=int, default=20)
@@ -128,12 +156,26 @@ def main(argv: list[str] | None = None) -> int:
     from ..tasks import resolve_tasks
     from ..tasks.core import MAX_SECTIONS
 
-    if a.sections is not None and not 1 <= a.sections <= MAX_SECTIONS:
-        p.error(f"--sections must lie in [1, {MAX_SECTIONS}], got {a.sections}")
-
-    res = evaluate(a.model, tasks=resolve_tasks(a.tasks),
-                   lengths=[int(x) for x in a.lengths.split(",")], n=a.n, batch=a.batch,
-                   same_cost=not a.no_same_cost, time_limit=a.time_limit, sections=a.sections)
+    if a.merge:
+        if a.model:
+            p.error("--merge takes result files, not a model")
+        try:
+            res = merge([json.loads(Path(f).read_text()) for f in a.merge])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            p.error(f"cannot merge: {e}")
+    else:
+        if not a.model:
+            p.error("a model directory is required (or --merge RESULT...)")
+        if a.sections is not None and not 1 <= a.sections <= MAX_SECTIONS:
+            p.error(f"--sections must lie in [1, {MAX_SECTIONS}], got {a.sections}")
+        try:
+            tasks = resolve_tasks(a.tasks)
+            lengths = [int(x) for x in a.lengths.split(",")]
+        except ValueError as e:
+            p.error(str(e))
+        res = evaluate(a.model, tasks=tasks, lengths=lengths, n=a.n, batch=a.batch,
+                       same_cost=not a.no_same_cost, time_limit=a.time_limit,
+                       sections=a.sections)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     for row in res["summary"]:
         print(json.dumps(row))

@@ -96,6 +96,23 @@ def family_losses(acc: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> di
     return {f: round(v[0] / max(1, v[1]), 3) for f, v in sorted(sums.items())}
 
 
+def family_directive_acc(acc: list[tuple[torch.Tensor, list[str]]]) -> dict[str, float]:
+    """Share of examples per task family whose directive tokens are all predicted right
+    (teacher-forced argmax) over the logged steps: the training-time twin of the evaluation's
+    exact-directive rate, from data the model has not seen before."""
+    from ..tasks import TASKS
+
+    sums: dict[str, list[int]] = {}
+    for ok, tasks in acc:
+        for v, task in zip(ok.tolist(), tasks):
+            if v < 0:  # no directive token (copy data)
+                continue
+            s = sums.setdefault(TASKS[task].family if task in TASKS else task, [0, 0])
+            s[0] += int(v)
+            s[1] += 1
+    return {f: round(v[0] / v[1], 3) for f, v in sorted(sums.items())}
+
+
 def make_optimizer(model: Any, cfg: TrainConfig, dev: torch.device) -> torch.optim.Optimizer:
     decay = [p for _, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for _, p in model.named_parameters() if p.dim() < 2]
@@ -132,11 +149,12 @@ def lr_at(cfg: TrainConfig, step: int, progress: float, peak: float | None = Non
 
 def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
                prompt_weight: float = 0.0, directive_weight: float = 1.0
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean cross-entropy over the target tokens (answers under their directive's mask; the
     directive's tokens weigh ``directive_weight``), plus ``prompt_weight`` times the mean
-    next-token loss over the prompt; and each example's summed target-token loss (for
-    per-family logging)."""
+    next-token loss over the prompt; each example's summed target-token loss and whether its
+    directive tokens are all the argmax (1, 0; -1 without a directive), for per-family
+    logging."""
     ids = batch.ids.to(device, non_blocking=True)
     targets = batch.targets.to(device, non_blocking=True)
     mask = row_mask(batch.masks, ids.shape[1], block_size, device)
@@ -161,7 +179,12 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
                                                                                 psel[pmask])
     rows = sel.nonzero()[:, 0]
     per_example = torch.zeros(ids.shape[0], device=device).index_add_(0, rows, tok_loss.detach())
-    return loss, per_example
+    is_dir = batch.directive.to(device)[sel]
+    wrong = (logits.detach().argmax(-1) != targets[sel]) & is_dir
+    n_dir = torch.zeros(ids.shape[0], device=device).index_add_(0, rows, is_dir.float())
+    n_wrong = torch.zeros(ids.shape[0], device=device).index_add_(0, rows, wrong.float())
+    directive_ok = torch.where(n_dir > 0, (n_wrong == 0).float(), -1.0)
+    return loss, per_example, directive_ok
 
 
 def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int,
@@ -263,6 +286,7 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
         dropped, tokens = 0, 0
         stopped = False
         fam_loss: list[tuple[torch.Tensor, torch.Tensor, list[str]]] = []
+        fam_dir: list[tuple[torch.Tensor, list[str]]] = []
         k = 0
         for k, batch in enumerate(loader):
             frac = k / max(1, stage.steps)
@@ -273,9 +297,11 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
             lr = lr_at(cfg, step, (done_w + frac * weights[si]) / total_w, cfg.stages[seg[0]].lr)
             for g in opt.param_groups:
                 g["lr"] = lr
-            loss, per_example = batch_loss(model, batch, dev, cfg.plan.block_size,
-                                           stage.prompt_loss_weight, stage.directive_loss_weight)
+            loss, per_example, directive_ok = batch_loss(
+                model, batch, dev, cfg.plan.block_size, stage.prompt_loss_weight,
+                stage.directive_loss_weight)
             fam_loss.append((per_example, (batch.targets != -100).sum(1), batch.tasks))
+            fam_dir.append((directive_ok, batch.tasks))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -289,6 +315,7 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
                        "tok_per_s": round(tokens / max(1e-9, time.time() - ts)),
                        "elapsed_s": round(time.time() - t0, 1), "dropped": dropped,
                        "family_loss": family_losses(fam_loss),
+                       "directive_acc": family_directive_acc(fam_dir),
                        "repeat_probe": probe_repeat(model, tok, dev, cfg.plan.block_size),
                        "digit_probe": probe_repeat(model, tok, dev, cfg.plan.block_size,
                                                    digits=True)}
@@ -298,7 +325,7 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
                     rec["stage_probe"] = own
                     stopped = own["repeat"] < stage.until_copy_loss
                 emit(rec)
-                fam_loss = []
+                fam_loss, fam_dir = [], []
                 if stopped:
                     break
         ran = k + 1 if stage.steps else 0
@@ -332,6 +359,7 @@ def save(model: Any, tok: Any, cfg: TrainConfig, out: Path, history: list[dict[s
         "protocol": __import__("dac.protocol.prompt", fromlist=["x"]).PROTOCOL_VERSION,
         "plan": asdict(cfg.plan),
         "generation": {"max_new_tokens": cfg.max_new_tokens, "do_sample": False},
+        "prompt": {"question_first": cfg.question_first},
         "training": {"config": cfg.to_dict(), "stages": history, "seconds": seconds,
                      "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else
                      platform.processor() or "cpu", "torch": torch.__version__},
