@@ -152,3 +152,52 @@ def test_a_stage_with_sections_draws_each_examples_section_count(tokenizer):
         with pytest.raises(ValueError, match="sections"):
             TrainConfig.from_dict({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024,
                                                "sections": bad}]})
+
+
+def test_lookup_lines_name_the_section_that_holds_their_key(tokenizer):
+    """``lookup``: keyed lines in marked sections, then ``key -> [[focus Sk]] value`` lines
+    whose ``Sk`` is the section where that key was tabled and whose value is its value
+    (checked on token ids: random tokens may decode to anything)."""
+    from dac.protocol.grammar import Directive, Mode
+    from dac.protocol.prompt import section_marker
+
+    enc = lambda t: tokenizer(t, add_special_tokens=False)["input_ids"]  # noqa: E731
+    (nl,), sep, arrow = enc("\n"), enc(" :"), enc(" ->")
+    markers = {tuple(enc(section_marker(i) + " ")): i for i in range(1, 17)}
+    for seed in range(6):
+        ids = copy_ids(tokenizer, 400, seed, ["lookup"])
+        assert ids == copy_ids(tokenizer, 400, seed, ["lookup"]) and len(ids) == 400
+        lines, cur = [], []
+        for t in ids[1:]:
+            if t == nl:
+                lines.append(cur)
+                cur = []
+            else:
+                cur.append(t)
+        table, section, lookups = {}, 0, 0
+        for line in lines:
+            for m, i in markers.items():
+                if tuple(line[:len(m)]) == m:
+                    section, line = i, line[len(m):]
+                    break
+            key = tuple(line[:2])
+            if line[2:2 + len(sep)] == sep:
+                table[key] = (section, line[2 + len(sep):])
+                continue
+            sec, value = table[key]
+            focus = enc(" " + Directive(Mode.FOCUS, ((sec, sec),)).render())
+            assert line == list(key) + arrow + focus + value
+            lookups += 1
+        assert lookups > 0 and len({s for s, _ in table.values()}) >= 2
+
+
+def test_lookup_is_opt_in():
+    from dac.train.config import ALL_COPY_FORMATS, COPY_FORMATS, Stage
+
+    assert "lookup" in ALL_COPY_FORMATS and "lookup" not in COPY_FORMATS
+    TrainConfig(stages=(Stage(length=256, steps=1, batch_tokens=512, kind="copy",
+                              prompt_loss_weight=1.0, copy_formats=["lookup"]),)).validate()
+    with pytest.raises(ValueError, match="copy_formats"):
+        TrainConfig.from_dict({"stages": [{"length": 256, "steps": 1, "batch_tokens": 512,
+                                           "kind": "copy", "prompt_loss_weight": 1.0,
+                                           "copy_formats": ["lookups"]}]})

@@ -72,3 +72,40 @@ def test_answer_losses_with_a_lead_skip_to_the_value(tokenizer):
     perfect = answer_losses(Oracle(), tokenizer, "passkey", length=400, n=1, lead=True,
                             positions=32)
     assert len(perfect) == 1 + n_value and max(perfect) < 1e-3
+
+
+class Peeker(torch.nn.Module):
+    """Predicts the true next token (it reads ahead), or always ``constant``."""
+
+    def __init__(self, vocab: int, constant: int | None = None):
+        super().__init__()
+        self.vocab, self.constant = vocab, constant
+        self.device = torch.device("cpu")
+
+    def forward(self, ids: torch.Tensor) -> SimpleNamespace:
+        nxt = torch.roll(ids, -1, 1) if self.constant is None else torch.full_like(
+            ids, self.constant)
+        return SimpleNamespace(logits=torch.nn.functional.one_hot(nxt, self.vocab).float())
+
+
+def test_lookup_accuracy_counts_the_focus_tokens_predicted_right():
+    """A model that reads ahead names every section (1.0); one that always writes the same
+    focus token scores at most the floor, the most frequent section's share."""
+    from pathlib import Path
+
+    import pytest
+    from transformers import AutoTokenizer
+
+    from dac.models import tiny_tokenizer
+    from dac.train.probe import lookup_accuracy
+
+    asset = Path(__file__).resolve().parents[2] / "src" / "dac" / "assets" / "dac-tiny"
+    tok = AutoTokenizer.from_pretrained(asset, local_files_only=True)
+    perfect = lookup_accuracy(Peeker(len(tok)), tok, length=300, n=3)
+    assert perfect["focus_right"] == 1.0 and perfect["focus_tokens"] > 0
+    s1 = tok.convert_tokens_to_ids("[[focus S1]]")
+    fixed = lookup_accuracy(Peeker(len(tok), s1), tok, length=300, n=3)
+    assert fixed["focus_right"] <= fixed["floor"] < 1.0
+    assert fixed["focus_tokens"] == perfect["focus_tokens"]
+    with pytest.raises(ValueError, match="single-token"):
+        lookup_accuracy(Peeker(512), tiny_tokenizer(), length=300, n=1)

@@ -116,6 +116,18 @@ def test_layout_from_markers_matches_build_prompt(tokenizer):
         layout_from_markers(tokenizer, tokenizer("just text")["input_ids"])
 
 
+def test_layout_from_markers_reads_a_question_first_prompt(tokenizer):
+    """A prompt that asks before the document too (a ``question_first`` model's) is found the
+    same: sections after ``Document:``, the protected tail from the last question."""
+    from dac.protocol.context import build_prompt
+
+    secs = [f"Section {i} says the river is {i * 7} miles long." for i in range(1, 7)]
+    lay = build_prompt(tokenizer, secs, "How long is the river in [S3]?", question_first=True)
+    got = layout_from_markers(tokenizer, lay.input_ids)
+    assert (got.sections, got.preamble, got.protected) == \
+        (lay.sections, lay.preamble, lay.protected)
+
+
 def test_replay_equals_hf_session(tokenizer):
     """The front end's replay reports what the HF engine's session recorded."""
     model = tiny_model("llama", vocab_size=len(tokenizer), seed=2)

@@ -13,8 +13,11 @@ from typing import Any
 
 from ..planning.blocks import PlanConfig
 
-#: The synthetic copy formats (``dac.train.data.copy_ids``), in the order it draws them.
+#: The synthetic copy formats (``dac.train.data.copy_ids``) drawn by default, in its order.
 COPY_FORMATS = ("repeat", "spans", "table")
+#: Every copy format a stage may name: the defaults plus ``lookup`` (keyed lines in marked
+#: sections, then keys answered by the focus directive of their section and the value).
+ALL_COPY_FORMATS = COPY_FORMATS + ("lookup",)
 
 
 @dataclass(frozen=True)
@@ -170,8 +173,8 @@ class TrainConfig:
                 raise ValueError("a stage's lr must be > 0 and only starts a schedule "
                                  "(set restart: true)")
             if s.copy_formats is not None and (not s.copy_formats
-                                               or not set(s.copy_formats) <= set(COPY_FORMATS)):
-                raise ValueError(f"copy_formats must name some of: {', '.join(COPY_FORMATS)}")
+                                               or not set(s.copy_formats) <= set(ALL_COPY_FORMATS)):
+                raise ValueError(f"copy_formats must name some of: {', '.join(ALL_COPY_FORMATS)}")
             if not 0.0 <= s.copy_fraction <= 1.0:
                 raise ValueError("copy_fraction must lie in [0, 1]")
             if s.sections is not None and (

@@ -18,7 +18,8 @@ import torch
 
 from ..planning.blocks import PlanConfig
 from ..protocol.context import build_prompt
-from ..protocol.grammar import CLOSE, Mode
+from ..protocol.grammar import CLOSE, Directive, Mode
+from ..protocol.prompt import section_marker
 from .config import COPY_FORMATS, Stage, TrainConfig
 from .masking import AnswerMask, answer_mask
 
@@ -68,6 +69,10 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
     return Example(ids, layout.prompt_len, mask, task, seed, close + 1)
 
 
+#: sections of a ``lookup`` copy sequence: up to the suite's most (one per 512 tokens, 16 at 8K)
+LOOKUP_SECTIONS = 16
+
+
 def copy_ids(tokenizer: Any, length: int, seed: int,
              formats: Sequence[str] = COPY_FORMATS) -> list[int]:
     """A synthetic copying sequence of about ``length`` tokens (BOS first), pure in ``seed``.
@@ -78,10 +83,14 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
     varies, so only matching by content predicts it, not a fixed offset); ``spans``, random
     spans of 8 to ``min(64, length // 4)`` tokens where about half of the spans repeat an
     earlier one; and ``table``, ``key : value`` lines (random 2-token keys, 3-7 digit values)
-    followed by lookups of random keys. Random spans draw every ordinary token (bytes, digits
-    and BPE merges; not the special tokens nor the newline, which only the table uses), a fifth of their items being numbers of 3-8
-    digits: copying must cover what the tasks copy, and a model whose copy data left out the
-    digits copied words but not numbers (docs/training.md, "Seventh run"). Only repeated spans
+    followed by lookups of random keys. ``lookup`` (only when named) is a table cut into
+    2-``LOOKUP_SECTIONS`` marked sections (``[S1]`` ... as in prompts), then lines ``key ->
+    [[focus Sk]] value``: naming the section that holds a key is the directive's job on the
+    keyed retrieval tasks, here with a target on every line (docs/training.md, "Eighth run").
+    Random spans draw every ordinary token (bytes, digits and BPE merges; not the special
+    tokens nor the newline, which only the tables use), a fifth of their items being numbers
+    of 3-8 digits: copying must cover what the tasks copy, and a model whose copy data left out
+    the digits copied words but not numbers (docs/training.md, "Seventh run"). Only repeated spans
     and looked-up values are predictable, and only by copying from earlier in the context: a
     next-token loss over these sequences is what forms induction (copying) heads. The copies
     lie at most ``length`` tokens back, so short copy stages put them close: induction forms
@@ -123,6 +132,24 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
                 span = rand(rng.randint(8, max(8, min(64, length // 4))))
                 spans.append(span)
             ids += span
+    elif kind == "lookup":
+        sep, arrow, nl = enc(" :"), enc(" ->"), enc("\n")
+        entries: list[tuple[list[int], list[int], int]] = []
+        k = rng.randint(2, LOOKUP_SECTIONS)
+        table_end = length * rng.uniform(0.5, 0.7)
+        per = max(1.0, (table_end - 1) / k)
+        for sec in range(1, k + 1):
+            ids += enc(section_marker(sec) + " ")
+            while True:  # at least one line a section
+                key, value = rand(2), number(rng.randint(3, 7))
+                entries.append((key, value, sec))
+                ids += key + sep + value + nl
+                if len(ids) >= 1 + per * sec:
+                    break
+        while len(ids) < length:
+            key, value, sec = rng.choice(entries)
+            focus = enc(" " + Directive(Mode.FOCUS, ((sec, sec),)).render())
+            ids += key + arrow + focus + value + nl
     else:
         sep, nl = enc(" :"), enc("\n")
         pairs: list[tuple[list[int], list[int]]] = []

@@ -1,12 +1,15 @@
 """Copying probes: does a model have the induction heads retrieval needs?
 
-Two cheap measurements, under full attention, that tell *why* a model fails to retrieve:
+Cheap measurements, under full attention, that tell *why* a model fails to retrieve:
 
 - ``repeat``: mean next-token loss on a random token span and on its exact repetition. A model
   with induction (copying) heads predicts the repetition almost for free; one without pays about
   what it paid the first time.
 - ``digits``: the same on random digit strings: copying that never saw a digit copies words
   but not the numbers the retrieval tasks ask for.
+- ``lookup``: in the ``lookup`` copy format (keyed lines in marked sections, then
+  ``key -> [[focus Sk]] value``), the share of focus tokens predicted right: naming the
+  section that holds a key, which the keyed retrieval tasks' directive needs.
 - ``answer``: mean loss per target position (directive token, then answer tokens) on the suite's
   retrieval tasks, teacher-forced with the ideal target. A low directive loss with high answer
   losses means the model finds the section but does not copy the value.
@@ -43,6 +46,39 @@ def repeat_loss(model: Any, bos_id: int, vocab: int, *, span: int = 100, batch: 
 def digit_ids(tok: Any) -> list[int]:
     """The ten single-digit tokens (every byte-level vocabulary has them)."""
     return [tok.convert_tokens_to_ids(str(d)) for d in range(10)]
+
+
+def lookup_accuracy(model: Any, tok: Any, *, length: int = 400, n: int = 8,
+                    seed0: int = 10**9) -> dict[str, float]:
+    """Teacher-forced share of right ``[[focus Sk]]`` tokens in ``n`` lookup sequences (seeds
+    ``seed0..``, far from training's), and what always naming the most frequent section would
+    score (the floor). Needs a tokenizer whose single-section focus is one token."""
+    from collections import Counter
+
+    from ..protocol.grammar import Directive, Mode
+    from .data import LOOKUP_SECTIONS, copy_ids
+
+    focus = {}
+    for k in range(1, LOOKUP_SECTIONS + 1):
+        text = Directive(Mode.FOCUS, ((k, k),)).render()
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError("lookup_accuracy needs single-token focus directives")
+        focus[ids[0]] = k
+    right = total = 0
+    counts: Counter = Counter()
+    for i in range(n):
+        seq = copy_ids(tok, length, seed0 + i, ["lookup"])
+        ids = torch.tensor([seq], device=model.device)
+        with torch.no_grad():
+            pred = model(ids).logits[0, :-1].argmax(-1).tolist()
+        for pos, t in enumerate(seq[1:]):
+            if t in focus:
+                right += pred[pos] == t
+                total += 1
+                counts[t] += 1
+    return {"focus_right": round(right / max(1, total), 3), "focus_tokens": total,
+            "floor": round(max(counts.values(), default=0) / max(1, total), 3)}
 
 
 def answer_losses(model: Any, tok: Any, task: str, *, length: int = 512, n: int = 12,
@@ -86,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--lead", action="store_true",
                    help="teacher-force Sample.led_target; report the directive, then the value")
+    p.add_argument("--lookup", action="store_true",
+                   help="also report lookup_accuracy (lookup copy sequences of --length tokens)")
     a = p.parse_args(argv)
     model, tok = load(a.model, dtype=torch.float32, device="cpu")
     model.eval()
@@ -93,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                       "repeat": repeat_loss(model, tok.bos_token_id, tok.vocab_size),
                       "digits": repeat_loss(model, tok.bos_token_id, tok.vocab_size,
                                             pool=digit_ids(tok))}))
+    if a.lookup:
+        print(json.dumps({"lookup": lookup_accuracy(model, tok, length=a.length, n=a.n)}))
     for task in a.tasks.split(","):
         print(json.dumps({"task": task, "length": a.length, "n": a.n,
                           "loss_per_target_position": answer_losses(
