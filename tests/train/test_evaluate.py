@@ -62,6 +62,17 @@ def test_bad_tasks_or_lengths_are_usage_errors(tmp_path, capsys, args, message):
     assert e.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_a_model_or_results_to_merge_are_required(tmp_path, capsys):
+    from dac.train.evaluate import main
+
+    for args, message in (([], "a model directory is required"),
+                          ([str(ASSET), "--merge", "a.json"], "--merge takes result files"),
+                          (["--merge", str(tmp_path / "missing.json")], "cannot merge")):
+        with pytest.raises(SystemExit) as e:
+            main([*args, "--out", str(tmp_path / "x.json")])
+        assert e.value.code == 2 and message in capsys.readouterr().err
+
+
 def _record(rid: str, policy: str, score: float) -> dict:
     return {"id": rid, "task": rid.split("-")[0], "family": "retrieval", "length": 512,
             "policy": policy, "score": score, "fraction": 1.0 if policy == "full" else 0.2,
