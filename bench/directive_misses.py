@@ -36,11 +36,12 @@ def target_shares(meta: dict) -> dict[int, float]:
         lengths = range(stage.lo, stage.length + 1, 16)
         examples = run["steps"] * run["batch"]
         for length in lengths:
+            counts = [(num_sections(length), 1.0)]
             if stage.sections:
                 a, b = stage.sections
-                counts = [(k, 1 / (b - a + 1)) for k in range(a, b + 1)]
-            else:
-                counts = [(num_sections(length), 1.0)]
+                p = stage.sections_fraction
+                counts = [(k, p / (b - a + 1)) for k in range(a, b + 1)]
+                counts += [(num_sections(length), 1.0 - p)] if p < 1 else []
             for k, p in counts:
                 for s in range(1, k + 1):
                     weight[s] += examples * p / len(lengths) / k

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 
 import pytest
 
@@ -118,6 +119,27 @@ def test_numbers_in_random_spans_are_runs_of_digits(tokenizer):
     assert any(t in digits for t in copy_ids(tokenizer, 512, 4, ("spans",)))
 
 
+def _section_calls(stage, n: int) -> list[dict]:
+    """The keyword arguments StageData passes to the sample function for examples 0..n-1."""
+    from dac.models import tiny_tokenizer
+    from dac.train.data import StageData
+
+    calls: list[dict] = []
+
+    def fake(task, tok, length, seed, **kw):
+        calls.append(kw)
+        raise ValueError("stop")
+
+    cfg = TrainConfig.from_dict({"tasks": {"passkey": 1}, "stages": [asdict(stage)]})
+    data = StageData(cfg, cfg.stages[0], tiny_tokenizer(), ["passkey"], 0, 1, 768, fake)
+    out = []
+    for i in range(n):
+        calls.clear()
+        data[i]
+        out.append(calls[0])
+    return out
+
+
 def test_a_stage_with_sections_draws_each_examples_section_count(tokenizer):
     """``sections: [lo, hi]`` reaches the sample function as ``sections=k``, k in lo..hi, a pure
     function of the example's seed; stages without it call the function as before."""
@@ -148,6 +170,15 @@ def test_a_stage_with_sections_draws_each_examples_section_count(tokenizer):
             assert calls[0]["sections"] == first
         else:
             assert all(c == {} for c in calls)
+    # sections_fraction: only that share of the examples is cut by the range, the rest keep
+    # the suite's own count; those that are cut draw the same k as with a fraction of 1
+    full = {i: c["sections"] for i, c in enumerate(_section_calls(cfg.stages[0], 200))}
+    half = TrainConfig.from_dict({"tasks": {"passkey": 1}, "stages": [
+        {"length": 512, "steps": 4, "batch_tokens": 1024, "sections": [4, 16],
+         "sections_fraction": 0.5}]})
+    got = _section_calls(half.stages[0], 200)
+    cut = [i for i, c in enumerate(got) if "sections" in c]
+    assert 60 <= len(cut) <= 140 and all(got[i]["sections"] == full[i] for i in cut)
     for bad in ([0, 4], [5, 4], [4], [4, 500]):
         with pytest.raises(ValueError, match="sections"):
             TrainConfig.from_dict({"stages": [{"length": 512, "steps": 1, "batch_tokens": 1024,

@@ -54,6 +54,9 @@ class Stage:
     #: with the suite's sections the short stages only ever target S1-S4: S13-S16 were under 1%
     #: of the targets in the seventh run, which never declared them at 8K
     sections: list[int] | None = None
+    #: share of the task examples cut by ``sections``; the rest keep the suite's own count
+    #: (trained only on varied counts, the eighth run lost the 4-section layout of 2K contexts)
+    sections_fraction: float = 1.0
 
     @property
     def lo(self) -> int:
@@ -177,6 +180,8 @@ class TrainConfig:
                 raise ValueError(f"copy_formats must name some of: {', '.join(ALL_COPY_FORMATS)}")
             if not 0.0 <= s.copy_fraction <= 1.0:
                 raise ValueError("copy_fraction must lie in [0, 1]")
+            if not 0.0 <= s.sections_fraction <= 1.0:
+                raise ValueError("sections_fraction must lie in [0, 1]")
             if s.sections is not None and (
                     len(s.sections) != 2 or not all(isinstance(k, int) for k in s.sections)
                     or not 1 <= s.sections[0] <= s.sections[1] <= self.tokenizer.max_sections):

@@ -205,7 +205,10 @@ class StageData(torch.utils.data.Dataset):
         extra = {}
         if self.stage.sections:
             lo, hi = self.stage.sections
-            extra["sections"] = random.Random(seed ^ 0x2545F491).randint(lo, hi)
+            draw = random.Random(seed ^ 0x2545F491)
+            k = draw.randint(lo, hi)  # drawn first: a fraction of 1 keeps the recorded runs' k
+            if self.stage.sections_fraction >= 1.0 or draw.random() < self.stage.sections_fraction:
+                extra["sections"] = k
         for _ in range(6):
             try:
                 sample = self.sample_fn(task, self.tok, length, seed, **extra)
