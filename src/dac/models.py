@@ -51,9 +51,12 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
 DAC_CONFIG = "dac_config.json"
 
 
-def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:
-    """Keyword options of :func:`dac.protocol.build_prompt` a model was trained with
-    (``dac_config.json``'s ``"prompt"``: ``question_first``), else none."""
+#: :func:`dac.protocol.build_prompt` options a model's ``dac_config.json`` may record
+PROMPT_OPTIONS = ("question_first",)
+
+
+def read_dac_config(path: str | os.PathLike) -> dict[str, Any]:
+    """``dac_config.json`` beside a model's weights ({} when there is none)."""
     import json
 
     f = Path(path) / DAC_CONFIG
@@ -63,27 +66,29 @@ def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:
         data = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
-    prompt = data.get("prompt", {}) if isinstance(data, dict) else {}
-    return {"question_first": True} if isinstance(prompt, dict) and prompt.get(
-        "question_first") is True else {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:
+    """Keyword options of :func:`dac.protocol.build_prompt` a model was trained with
+    (``dac_config.json``'s ``"prompt"``: ``question_first``), else none."""
+    prompt = read_dac_config(path).get("prompt", {})
+    if not isinstance(prompt, dict):
+        return {}
+    return {k: True for k in PROMPT_OPTIONS if prompt.get(k) is True}
 
 
 def load_plan_config(path: str | os.PathLike) -> PlanConfig:
     """The PlanConfig a model was trained or tuned with (``dac_config.json`` beside its
     weights: PlanConfig fields at top level or under ``"plan"``), else the defaults."""
     import dataclasses
-    import json
 
     from .planning.blocks import PlanConfig
 
-    f = Path(path) / DAC_CONFIG
-    if not f.is_file():
-        return PlanConfig()
-    try:
-        data = json.loads(f.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelLoadError(f"{f} is not valid JSON: {e}") from None
-    data = data.get("plan", data) if isinstance(data, dict) else {}
+    data = read_dac_config(path)
+    data = data.get("plan", data)
+    if not isinstance(data, dict):
+        data = {}
     names = {fld.name for fld in dataclasses.fields(PlanConfig)}
     return PlanConfig(**{k: v for k, v in data.items() if k in names})
 

@@ -152,3 +152,10 @@ def test_split_digits_tokenizes_a_number_alike_in_document_and_answer():
             assert doc == ans == list("8127619")
         else:  # BPE merges digit runs into chunks of several digits
             assert any(len(t.strip()) > 1 for t in doc + ans)
+
+
+def test_question_first_must_be_a_boolean():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512}
+    assert TrainConfig.from_dict({"question_first": True, "stages": [stage]}).question_first
+    with pytest.raises(ValueError, match="question_first"):
+        TrainConfig.from_dict({"question_first": "yes", "stages": [stage]})

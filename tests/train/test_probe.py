@@ -109,3 +109,17 @@ def test_lookup_accuracy_counts_the_focus_tokens_predicted_right():
     assert fixed["focus_tokens"] == perfect["focus_tokens"]
     with pytest.raises(ValueError, match="single-token"):
         lookup_accuracy(Peeker(512), tiny_tokenizer(), length=300, n=1)
+
+
+def test_probe_lookup_on_a_multi_token_focus_tokenizer_is_a_usage_error(tmp_path, capsys):
+    import pytest
+
+    from dac.models import tiny_model, tiny_tokenizer
+    from dac.train.probe import main
+
+    tok = tiny_tokenizer()
+    tiny_model("llama", vocab_size=len(tok)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), "--lookup", "--length", "128", "--n", "1", "--tasks", "passkey"])
+    assert e.value.code == 2 and "single-token" in capsys.readouterr().err

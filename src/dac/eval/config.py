@@ -108,7 +108,9 @@ class EvalConfig:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError("--max-new-tokens must be at least 1")
         PlanConfig(**self.plan)  # validates
-        if set(self.prompt) - {"question_first"}:
+        from ..models import PROMPT_OPTIONS
+
+        if set(self.prompt) - set(PROMPT_OPTIONS):
             raise ValueError(f"unknown prompt options: {sorted(set(self.prompt))}")
 
     @property

@@ -154,6 +154,8 @@ class TrainConfig:
             raise ValueError(f"config {path}: {e}") from None
 
     def validate(self) -> None:
+        if not isinstance(self.question_first, bool):
+            raise ValueError("question_first must be true or false")
         if not self.stages:
             raise ValueError("the config names no curriculum stages")
         for s in self.stages:

@@ -82,15 +82,18 @@ def make_model(cfg: TrainConfig, tokenizer: Any) -> Any:
     return LlamaForCausalLM(config)
 
 
-def family_losses(acc: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> dict[str, float]:
-    """Mean target-token loss per task family over the logged steps."""
+def _family(task: str) -> str:
     from ..tasks import TASKS
 
+    return TASKS[task].family if task in TASKS else task
+
+
+def family_losses(acc: list[tuple[torch.Tensor, torch.Tensor, list[str]]]) -> dict[str, float]:
+    """Mean target-token loss per task family over the logged steps."""
     sums: dict[str, list[float]] = {}
     for per_example, counts, tasks in acc:
         for loss, n, task in zip(per_example.tolist(), counts.tolist(), tasks):
-            fam = TASKS[task].family if task in TASKS else task
-            s = sums.setdefault(fam, [0.0, 0])
+            s = sums.setdefault(_family(task), [0.0, 0])
             s[0] += loss
             s[1] += n
     return {f: round(v[0] / max(1, v[1]), 3) for f, v in sorted(sums.items())}
@@ -100,14 +103,12 @@ def family_directive_acc(acc: list[tuple[torch.Tensor, list[str]]]) -> dict[str,
     """Share of examples per task family whose directive tokens are all predicted right
     (teacher-forced argmax) over the logged steps: the training-time twin of the evaluation's
     exact-directive rate, from data the model has not seen before."""
-    from ..tasks import TASKS
-
     sums: dict[str, list[int]] = {}
     for ok, tasks in acc:
         for v, task in zip(ok.tolist(), tasks):
             if v < 0:  # no directive token (copy data)
                 continue
-            s = sums.setdefault(TASKS[task].family if task in TASKS else task, [0, 0])
+            s = sums.setdefault(_family(task), [0, 0])
             s[0] += int(v)
             s[1] += 1
     return {f: round(v[0] / v[1], 3) for f, v in sorted(sums.items())}

@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                       "digits": repeat_loss(model, tok.bos_token_id, tok.vocab_size,
                                             pool=digit_ids(tok))}))
     if a.lookup:
-        print(json.dumps({"lookup": lookup_accuracy(model, tok, length=a.length, n=a.n)}))
+        try:
+            print(json.dumps({"lookup": lookup_accuracy(model, tok, length=a.length, n=a.n)}))
+        except ValueError as e:
+            p.error(str(e))
     for task in a.tasks.split(","):
         print(json.dumps({"task": task, "length": a.length, "n": a.n,
                           "loss_per_target_position": answer_losses(
