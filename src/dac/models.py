@@ -50,6 +50,35 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
 
 DAC_CONFIG = "dac_config.json"
 
+#: bytes read from each end of a weight file by :func:`weights_fingerprint`
+FINGERPRINT_BYTES = 1 << 20
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """A short hash of a model directory's weights and config ("" if ``path`` is no directory).
+
+    Results cached under a model's path must not survive new weights at that path (a retrained
+    model copied over the old one). Hashing every byte of a large checkpoint takes minutes, so
+    each weight file contributes its name, size and first and last MiB: training changes every
+    tensor, so those bytes change with it."""
+    import hashlib
+
+    p = Path(path)
+    if not p.is_dir():
+        return ""
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.name != "config.json" and f.suffix not in (".safetensors", ".bin", ".pt"):
+            continue
+        size = f.stat().st_size
+        h.update(f"{f.name}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(FINGERPRINT_BYTES))
+            if size > FINGERPRINT_BYTES:
+                fh.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+                h.update(fh.read())
+    return h.hexdigest()[:16]
+
 
 #: :func:`dac.protocol.build_prompt` options a model's ``dac_config.json`` may record
 PROMPT_OPTIONS = ("question_first",)

@@ -68,3 +68,22 @@ def test_errors_are_one_line(model_dir, tmp_path, capsys):
     assert "unknown policy" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_a_run_is_not_resumed_with_other_weights_at_the_same_path(tmp_path, tokenizer, capsys):
+    """New weights copied over a model directory (a retrained model) make a new run: the
+    finished cells of the old weights are not reused as if they were the new model's."""
+    d = tmp_path / "model"
+    tiny_model("llama", vocab_size=len(tokenizer), seed=1).save_pretrained(d)
+    tokenizer.save_pretrained(d)
+    out = tmp_path / "run"
+    args = ["eval", "--model", str(d), "--tasks", "passkey", "--lengths", "768",
+            "--policies", "full", "--samples", "1", "--max-new-tokens", "2",
+            "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert main(args) == 0  # same weights: resumed
+    tiny_model("llama", vocab_size=len(tokenizer), seed=2).save_pretrained(d)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "different weights" in err and "Traceback" not in err

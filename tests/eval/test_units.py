@@ -130,3 +130,32 @@ def test_safety_fired_share_only_for_policies_with_a_net():
     c = cell_metrics(recs)
     assert c["safety_fired"] == 0.5
     assert summarize([c], ("policy",))[0]["safety_fired"] == 0.5
+
+
+def test_weights_fingerprint_follows_the_bytes_not_the_path(tmp_path):
+    from dac.models import FINGERPRINT_BYTES, weights_fingerprint
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "config.json").write_text("{}")
+    blob = bytearray(3 * FINGERPRINT_BYTES)
+    (a / "model.safetensors").write_bytes(blob)
+    (a / "tokenizer.json").write_text("{}")
+    fp = weights_fingerprint(a)
+    assert len(fp) == 16
+    b = tmp_path / "b"
+    b.mkdir()
+    for f in a.iterdir():
+        (b / f.name).write_bytes(f.read_bytes())
+    assert weights_fingerprint(b) == fp  # a copy elsewhere is the same model
+    (b / "tokenizer.json").write_text('{"x": 1}')
+    assert weights_fingerprint(b) == fp  # only weights and config count
+    for at in (10, len(blob) - 10):  # the first or last MiB changed: another model
+        changed = bytearray(blob)
+        changed[at] = 1
+        (b / "model.safetensors").write_bytes(changed)
+        assert weights_fingerprint(b) != fp
+    (b / "model.safetensors").write_bytes(blob)
+    (b / "config.json").write_text('{"layers": 2}')
+    assert weights_fingerprint(b) != fp
+    assert weights_fingerprint(tmp_path / "missing") == ""

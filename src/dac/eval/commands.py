@@ -77,7 +77,7 @@ def check_fits(engine: Any, config: Any) -> None:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from ..models import load_plan_config, load_prompt_options
+    from ..models import load_plan_config, load_prompt_options, weights_fingerprint
     from ..planning.blocks import PlanConfig
     from .config import EvalConfig
     from .runner import run_eval
@@ -91,7 +91,8 @@ def run_eval_command(args: argparse.Namespace) -> int:
                         engine=args.engine,
                         plan=dataclasses.asdict(plan),
                         prompt=load_prompt_options(args.model) if Path(args.model).is_dir()
-                        else {})
+                        else {},
+                        weights=weights_fingerprint(args.model))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
     engine = make_engine(args.engine, args.model, args.device, plan.block_size)

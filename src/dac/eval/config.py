@@ -96,6 +96,9 @@ class EvalConfig:
     #: :func:`dac.protocol.build_prompt` options the model was trained with
     #: (:func:`dac.models.load_prompt_options`); {} is the protocol's default prompt
     prompt: dict[str, Any] = field(default_factory=dict)
+    #: :func:`dac.models.weights_fingerprint` of the model directory ("" for none): a run is
+    #: not resumed with other weights at the same path
+    weights: str = ""
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -127,7 +130,8 @@ class EvalConfig:
         """The fields a finished cell's results depend on (besides its task, length, policy)."""
         return {"model": self.model, "samples": self.samples, "seed": self.seed,
                 "max_new_tokens": self.max_new_tokens, "engine": self.engine, "plan": self.plan,
-                **({"prompt": self.prompt} if self.prompt else {})}
+                **({"prompt": self.prompt} if self.prompt else {}),
+                **({"weights": self.weights} if self.weights else {})}
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **dataclasses.asdict(self)}
