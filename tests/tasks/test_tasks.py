@@ -191,13 +191,20 @@ def test_lead_restates_the_words_before_the_value(task, samples):
             key_words = tail.split(" is")[0].strip('": ')
             assert key_words.lower() in s.question.lower()  # the key asked, not another
             assert score(task, s.led_target, s) == 1.0
+            # lead_first: the same lead, then the directive, then the value
+            assert s.lead_first_target == f"{s.lead}{s.directive.render()} {s.answer_text}"
+            assert score(task, s.lead_first_target, s) == 1.0
+            lead_in = s.lead_in_target("[[local]]")
+            assert lead_in == (f"[[local]] {s.lead}[[global]]{s.directive.render()} "
+                               f"{s.answer_text}")
+            assert score(task, lead_in, s) == 1.0
 
 
 def test_tasks_without_a_lead_keep_their_target(samples):
     for task in ALL:
         s = samples[(task, 1024, 0)]
         if task not in LED:
-            assert s.lead == "" and s.led_target == s.target
+            assert s.lead == "" and s.led_target == s.target == s.lead_first_target
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])

@@ -19,7 +19,7 @@ def test_shipped_configs_load():
     assert [s.restart for s in cfg.stages].count(True) >= 1
     toy = TrainConfig.load("configs/toy.json")
     assert toy.total_steps > 0
-    shipped = TrainConfig.load("configs/dac-tiny-sections.json")  # the recipe dac-tiny ships from
+    shipped = TrainConfig.load("configs/dac-tiny-mixed.json")  # the recipe dac-tiny ships from
     assert shipped.model == cfg.model and shipped.answer_leads and shipped.seed_base >= 1_000_000
     copy = [s for s in shipped.stages if s.kind == "copy"]
     assert copy and all(s.until_copy_loss for s in copy)  # copying first, by distance
@@ -159,3 +159,28 @@ def test_question_first_must_be_a_boolean():
     assert TrainConfig.from_dict({"question_first": True, "stages": [stage]}).question_first
     with pytest.raises(ValueError, match="question_first"):
         TrainConfig.from_dict({"question_first": "yes", "stages": [stage]})
+
+
+def test_lead_first_needs_answer_leads_and_a_boolean():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "lead_first": True}
+    cfg = TrainConfig.from_dict({"answer_leads": True, "stages": [stage]})
+    assert cfg.stages[0].lead_first
+    with pytest.raises(ValueError, match="answer_leads"):
+        TrainConfig.from_dict({"stages": [stage]})
+    with pytest.raises(ValueError, match="lead_first"):
+        TrainConfig.from_dict({"answer_leads": True, "stages": [{**stage, "lead_first": 1}]})
+
+
+def test_lead_directive_is_a_local_declaration_after_lead_first():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "lead_first": True}
+    for ok in ("[[local]]", "[[local 256]]"):
+        cfg = TrainConfig.from_dict({"answer_leads": True,
+                                     "stages": [{**stage, "lead_directive": ok}]})
+        assert cfg.stages[0].lead_directive == ok
+    for bad in ("[[global]]", "[[focus S1]]", "local", "[[local x]]", "[[local]", 3):
+        with pytest.raises(ValueError, match="lead_directive"):
+            TrainConfig.from_dict({"answer_leads": True,
+                                   "stages": [{**stage, "lead_directive": bad}]})
+    with pytest.raises(ValueError, match="lead_first"):
+        TrainConfig.from_dict({"answer_leads": True, "stages": [
+            {**stage, "lead_first": False, "lead_directive": "[[local]]"}]})

@@ -112,3 +112,38 @@ def test_merging_runs_under_different_plans_is_refused(tmp_path, capsys):
         main(["--merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
               "--out", str(tmp_path / "m.json")])
     assert e.value.code == 2 and "different plans" in capsys.readouterr().err
+
+
+def test_adherence_judges_the_first_declaration_and_reports_the_last():
+    """A lead-in format (``[[local]] lead [[global]][[focus S3]] value``) is judged on its
+    first declaration by ``exact`` and on the one its answer is written under by
+    ``final_exact``; a single declaration is both."""
+    from types import SimpleNamespace
+
+    from dac.protocol.grammar import Directive, Mode, ProtocolEvent
+    from dac.train.evaluate import adherence, summarize
+
+    want = Directive(Mode.FOCUS, ((3, 3),))
+    sample = SimpleNamespace(directive=want)
+
+    def ev(d):
+        return ProtocolEvent(0, "directive", d.render(), d, d)
+
+    lead_in = SimpleNamespace(events=[ev(Directive(Mode.LOCAL)), ev(Directive(Mode.GLOBAL)),
+                                      ev(want)])
+    a = adherence(sample, lead_in)
+    assert not a["exact"] and not a["mode_ok"] and a["final_exact"]
+    assert a["declared"] == "[[local]]" and a["final"] == "[[focus S3]]"
+    one = adherence(sample, SimpleNamespace(events=[ev(want)]))
+    assert one["exact"] and one["final_exact"]
+    wrong = adherence(sample, SimpleNamespace(events=[ev(Directive(Mode.FOCUS, ((2, 2),)))]))
+    assert not wrong["exact"] and not wrong["final_exact"]
+    none = adherence(sample, SimpleNamespace(events=[]))
+    assert none["final"] is None and not none["final_exact"]
+    base = {"family": "retrieval", "length": 512, "policy": "dac", "score": 1.0,
+            "fraction": 0.2}
+    rows = summarize([{**base, **a}, {**base, **one}, {**base, **wrong}])
+    assert rows[0]["exact_directive"] == round(1 / 3, 4)
+    assert rows[0]["exact_final"] == round(2 / 3, 4)
+    old = {k: v for k, v in {**base, **one}.items() if k not in ("final", "final_exact")}
+    assert "exact_final" not in summarize([old])[0]  # results from before the field

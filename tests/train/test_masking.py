@@ -15,9 +15,10 @@ from dac.planning.blocks import PlanConfig, plan_dac
 from dac.protocol.context import build_prompt
 from dac.protocol.grammar import Directive, Mode, parse_directive
 from dac.protocol.prompt import SYSTEM_PROMPT
-from dac.train.data import collate, directive_close, make_example
+from dac.train.data import collate, directive_close, directive_span, make_example
 from dac.train.masking import (
-    ATTN_IMPLEMENTATION, AnswerMask, answer_mask, dense_mask, register, row_mask, use_mask)
+    ATTN_IMPLEMENTATION, AnswerMask, answer_mask, dense_mask, directive_schedule, register,
+    row_mask, schedule_mask, use_mask)
 from dac.train.tokenizer import protocol_tokens
 
 from ..helpers import ForceText
@@ -99,6 +100,61 @@ def test_a_led_target_is_trained_whole_and_masked_from_the_directive_on(tok):
     assert len(plain.ids) < len(ex.ids) and plain.mask.start == ex.mask.start
 
 
+def test_a_lead_first_target_weights_only_the_directive_and_masks_after_it(tok):
+    """``lead_first``: the lead is written before the directive, under full attention (no
+    directive yet); only the directive's tokens carry the directive weight, and the answer
+    after it is trained under the directive's mask."""
+    s = _sample("[[focus S3]]", " 4821")
+    text = "the mill runs past [[focus S3]] 4821"
+    led = SimpleNamespace(**vars(s), led_target="[[focus S3]] the mill runs past 4821",
+                          lead_in_target=lambda d: "" if d else text)
+    ex = make_example(led, tok, CFG, dense=False, lead=True, lead_first=True)
+    lay = build_prompt(tok, s.sections, s.question)
+    target = tok.decode(ex.ids[ex.prompt_len:])
+    assert target.startswith(text)
+    first, close = directive_span(tok, text)
+    assert 0 < first <= close and ex.head_from == first and ex.head == close + 1
+    assert tok.decode(ex.ids[ex.prompt_len + first: ex.prompt_len + close + 1]).strip() == \
+        "[[focus S3]]"
+    assert ex.mask.start == lay.prompt_len + close
+    for i, row in enumerate(ex.mask.rows):
+        assert row == plan_dac(s.directive, lay, ex.mask.start + i + 1, CFG)
+    batch = collate([ex], len(ex.ids) + 3, tok.pad_token_id)
+    flagged = batch.directive[0].nonzero().flatten().tolist()
+    # position p predicts token p + 1: the flags sit on the positions predicting the directive
+    assert flagged == list(range(ex.prompt_len - 1 + first, ex.prompt_len + close))
+    # without lead_first the same sample trains led_target, its directive first
+    plain = make_example(led, tok, CFG, dense=False, lead=True)
+    assert plain.head_from == 0 and tok.decode(plain.ids[plain.prompt_len:]).startswith(
+        led.led_target)
+
+
+def test_a_lead_read_locally_then_a_global_step_then_the_focus(tok):
+    """``lead_directive``: the lead is trained under the local declaration before it, the step
+    after ``[[global]]`` reads everything, the value is trained under the focus; only the
+    focus token carries the directive weight."""
+    s = _sample("[[focus S3]]", " 4821")
+    text = "[[local]] the mill runs past [[global]][[focus S3]] 4821"
+    led = SimpleNamespace(**vars(s), lead_in_target=lambda d: text if d == "[[local]]" else "")
+    ex = make_example(led, tok, CFG, dense=False, lead=True, lead_first=True,
+                      lead_directive="[[local]]")
+    lay = build_prompt(tok, s.sections, s.question)
+    target = ex.ids[ex.prompt_len:-1]
+    assert tok.decode(target) == text
+    sched = directive_schedule(tok, target, lay.num_sections)
+    (i_loc, loc), (i_glob, _), (i_foc, foc) = sched
+    assert loc.mode is Mode.LOCAL and foc == s.directive
+    assert ex.mask.start == lay.prompt_len + i_loc
+    for r, row in enumerate(ex.mask.rows):
+        q = ex.mask.start + r
+        i = q - lay.prompt_len
+        d = loc if i < i_glob else Directive(Mode.GLOBAL) if i < i_foc else foc
+        assert row == plan_dac(d, lay, q + 1, CFG)
+    assert i_foc == i_glob + 1  # one step reads the whole context
+    assert ex.mask.rows[i_glob - i_loc] == list(range(len(ex.mask.rows[i_glob - i_loc])))
+    assert (ex.head_from, ex.head) == (i_foc, i_foc + 1)  # the focus token alone
+
+
 def test_batched_mask_equals_rows_built_one_by_one(tok):
     exs = [make_example(_sample(d), tok, CFG, dense=dense)
            for d, dense in [("[[focus S3]]", False), ("[[local]]", False), ("[[global]]", False),
@@ -159,10 +215,23 @@ class Record(LogitsProcessor):
         return scores
 
 
-@pytest.mark.parametrize("directive", ["[[focus S3]]", "[[focus S2, S5-S6]]", "[[local]]"])
+#: targets that declare several times: a local lead-in, then global, then the focus; a focus
+#: revised mid-answer; a malformed declaration (parsed as at inference: back to global)
+SEVERAL = ["[[local]] the mill runs past [[global]] [[focus S3]] 4821 7730",
+           "[[focus S2]] 4821 [[local]] 7730 river",
+           "[[focus S6]] 4821 [[zoom]] 7730 river"]
+
+
+@pytest.mark.parametrize("directive", ["[[focus S3]]", "[[focus S2, S5-S6]]", "[[local]]",
+                                       *SEVERAL])
 def test_training_logits_equal_dac_decode_logits(tok, directive):
-    """Teacher-forced training forward under the answer mask == DAC generation, step by step."""
-    s = _sample(directive)
+    """Teacher-forced training forward under the answer mask == DAC generation, step by step;
+    with several declarations in the target, every row follows the one in force there."""
+    if directive in SEVERAL:
+        base = _sample("[[focus S3]]")
+        s = FakeSample(base.sections, base.question, base.directive, directive)
+    else:
+        s = _sample(directive)
     ex = make_example(s, tok, CFG, dense=False)
     model = tiny_model("llama", vocab_size=len(tok), head_dim=16, seed=3)
     lay = build_prompt(tok, s.sections, s.question)
@@ -194,6 +263,28 @@ def test_training_logits_equal_dac_decode_logits(tok, directive):
     # the mask matters: full attention differs on the answer tokens
     first_masked = ex.mask.start - (lay.prompt_len - 1)
     assert not torch.allclose(full_logits[pos][first_masked:], decoded[first_masked:], atol=1e-3)
+
+
+def test_a_schedule_follows_each_declaration_and_falls_back_like_the_parser(tok):
+    s = _sample("[[focus S3]]")
+    lay = build_prompt(tok, s.sections, s.question)
+    text = "[[local]] the mill [[global]] [[focus S3]] 4821 [[focus S99]] 7"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    sched = directive_schedule(tok, ids, lay.num_sections)
+    assert [d.render() for _, d in sched] == ["[[local]]", "[[global]]", "[[focus S3]]",
+                                                "[[global]]"]  # S99 does not exist: global
+    for i, _ in sched:
+        assert tok.decode(ids[: i + 1]).endswith("]]") and not tok.decode(ids[:i]).endswith("]]")
+    m = schedule_mask(sched, lay, lay.prompt_len, lay.prompt_len + len(ids), CFG)
+    assert m.start == lay.prompt_len + sched[0][0]
+    for r, row in enumerate(m.rows):
+        q = m.start + r
+        current = [d for i, d in sched if lay.prompt_len + i <= q][-1]
+        assert row == plan_dac(current, lay, q + 1, CFG)
+    g = tok("[[global]] 1 [[global]] 2", add_special_tokens=False)["input_ids"]
+    assert schedule_mask(directive_schedule(tok, g, 8), lay, 0, 50, CFG).start == -1
+    assert directive_schedule(tok, tok("no directive", add_special_tokens=False)["input_ids"],
+                              8) == []
 
 
 def test_answer_mask_none_is_dense(tok):

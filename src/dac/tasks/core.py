@@ -59,6 +59,24 @@ class Sample:
         return f"{self.directive.render()} {self.lead}{self.answer_text}"
 
     @property
+    def lead_first_target(self) -> str:
+        """The lead, then the directive, then the answer (``target`` if no lead): the key the
+        question names is written out before the section holding it is declared."""
+        return self.lead_in_target("")
+
+    def lead_in_target(self, lead_directive: str) -> str:
+        """:attr:`lead_first_target` with the lead read under ``lead_directive`` (a ``local``
+        declaration), then ``[[global]]`` so that the step choosing the section reads the
+        whole context: ``[[local]] lead [[global]][[focus S3]] value``."""
+        if not self.lead:
+            return self.target
+        if not lead_directive:
+            return f"{self.lead}{self.directive.render()} {self.answer_text}"
+        # no space between [[global]] and the focus: one step reads the whole context, not two
+        return (f"{lead_directive} {self.lead}[[global]]{self.directive.render()} "
+                f"{self.answer_text}")
+
+    @property
     def id(self) -> str:
         return f"{self.task}-{self.length}-{self.seed}"
 

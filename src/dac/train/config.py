@@ -57,6 +57,17 @@ class Stage:
     #: share of the task examples cut by ``sections``; the rest keep the suite's own count
     #: (trained only on varied counts, the eighth run lost the 4-section layout of 2K contexts)
     sections_fraction: float = 1.0
+    #: with the config's ``answer_leads``, this stage's targets write the lead *before* the
+    #: directive (``Sample.lead_first_target``: ``lead [[focus Sk]] value``), so the
+    #: question's key is written out right before the section is chosen (a keyed needle's
+    #: section then follows from copy-and-match); the lead is decoded under global attention
+    lead_first: bool = False
+    #: with ``lead_first``, a ``local`` declaration written before the lead (``"[[local]]"``,
+    #: ``"[[local 256]]"``) and ``[[global]]`` after it (``Sample.lead_in_target``:
+    #: ``[[local]] lead [[global]][[focus Sk]] value``): the lead is decoded reading the
+    #: recent window and the question only, and only the step that chooses the section reads
+    #: everything ("" = the lead under global)
+    lead_directive: str = ""
 
     @property
     def lo(self) -> int:
@@ -184,6 +195,7 @@ class TrainConfig:
                 raise ValueError("copy_fraction must lie in [0, 1]")
             if not 0.0 <= s.sections_fraction <= 1.0:
                 raise ValueError("sections_fraction must lie in [0, 1]")
+            _check_lead(s, self.answer_leads)
             if s.sections is not None and (
                     len(s.sections) != 2 or not all(isinstance(k, int) for k in s.sections)
                     or not 1 <= s.sections[0] <= s.sections[1] <= self.tokenizer.max_sections):
@@ -200,3 +212,26 @@ class TrainConfig:
         d = asdict(self)
         d["stages"] = [asdict(s) for s in self.stages]
         return d
+
+
+def _check_lead(s: Stage, answer_leads: bool) -> None:
+    if not isinstance(s.lead_first, bool):
+        raise ValueError("a stage's lead_first must be true or false")
+    if s.lead_first and not answer_leads:
+        raise ValueError("lead_first moves the answer's lead: it needs answer_leads")
+    if not s.lead_directive:
+        return
+    from ..protocol.grammar import CLOSE, OPEN, DirectiveError, Mode, parse_directive
+
+    text = s.lead_directive
+    try:
+        ok = (isinstance(text, str) and text.startswith(OPEN) and text.endswith(CLOSE)
+              and parse_directive(text[len(OPEN):-len(CLOSE)]).mode is Mode.LOCAL)
+    except DirectiveError:
+        ok = False
+    if not ok:
+        raise ValueError(f"lead_directive must be a local declaration such as [[local]] or "
+                         f"[[local 256]], not {text!r}")
+    if not s.lead_first:
+        raise ValueError("lead_directive comes before a lead written first: it needs lead_first")
+

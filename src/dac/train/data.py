@@ -18,10 +18,10 @@ import torch
 
 from ..planning.blocks import PlanConfig
 from ..protocol.context import build_prompt
-from ..protocol.grammar import CLOSE, Directive, Mode
+from ..protocol.grammar import CLOSE, OPEN, Directive, Mode
 from ..protocol.prompt import section_marker
 from .config import COPY_FORMATS, Stage, TrainConfig
-from .masking import AnswerMask, answer_mask
+from .masking import AnswerMask, directive_schedule, schedule_mask
 
 #: make_sample(task, tokenizer, length, seed[, sections=k]): ``sections`` only when a stage sets it
 SampleFn = Callable[..., Any]
@@ -34,39 +34,60 @@ class Example:
     mask: AnswerMask
     task: str
     seed: int
-    head: int = 0  # the first ``head`` target tokens write the directive (weighted loss)
+    head: int = 0  # target tokens ``head_from .. head`` write the directive (weighted loss)
+    head_from: int = 0
+
+
+def directive_span(tokenizer: Any, target: str, directive: str | None = None
+                   ) -> tuple[int, int]:
+    """(first, last) target token of ``directive``'s text in ``target`` (default: the first
+    directive), ``(-1, -1)`` if absent."""
+    if directive is not None:
+        start = target.find(directive)
+        end = start + len(directive) if start >= 0 else -1
+    else:
+        end = target.find(CLOSE)
+        start = target.rfind(OPEN, 0, end) if end >= 0 else -1
+        end = end + len(CLOSE) if end >= 0 else -1
+    if end < 0:
+        return -1, -1
+    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    first = -1
+    for i, (_, stop) in enumerate(enc["offset_mapping"]):
+        if first < 0 and stop > max(start, 0):
+            first = i
+        if stop >= end:
+            return first, i
+    return -1, -1
 
 
 def directive_close(tokenizer: Any, target: str) -> int:
     """Index of the target token that completes the first directive (``-1`` if none)."""
-    end = target.find(CLOSE)
-    if end < 0:
-        return -1
-    end += len(CLOSE)
-    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
-    for i, (_, stop) in enumerate(enc["offset_mapping"]):
-        if stop >= end:
-            return i
-    return -1
+    return directive_span(tokenizer, target)[1]
 
 
 def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, task: str = "",
-                 seed: int = 0, lead: bool = False, question_first: bool = False) -> Example:
+                 seed: int = 0, lead: bool = False, question_first: bool = False,
+                 lead_first: bool = False, lead_directive: str = "") -> Example:
     """``lead``: the target is ``sample.led_target`` (the answer restates the evidence's words
-    before the value) instead of ``sample.target``. ``question_first``: the prompt asks the
-    question before the document too."""
+    before the value) instead of ``sample.target``; with ``lead_first`` too,
+    ``sample.lead_in_target(lead_directive)`` (the lead before the directive, read under
+    ``lead_directive`` if given). ``question_first``: the prompt asks the question before the
+    document too. Only the ideal directive's tokens are the example's weighted ``head``."""
     layout = build_prompt(tokenizer, sample.sections, sample.question,
                           question_first=question_first)
-    text = sample.led_target if lead else sample.target
+    text = (sample.lead_in_target(lead_directive) if lead and lead_first
+            else sample.led_target if lead else sample.target)
     target = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
-    directive = sample.directive
-    close = directive_close(tokenizer, text)
-    if dense or close < 0 or directive is None or directive.mode is Mode.GLOBAL:
+    ideal = sample.directive.render() if sample.directive is not None else None
+    first, close = directive_span(tokenizer, text, ideal if ideal and ideal in text else None)
+    if dense:
         mask = AnswerMask(-1, [])
-    else:
-        mask = answer_mask(directive, layout, layout.prompt_len + close, len(ids) - 1, plan)
-    return Example(ids, layout.prompt_len, mask, task, seed, close + 1)
+    else:  # rows follow every declaration of the target, read as decoding reads it
+        mask = schedule_mask(directive_schedule(tokenizer, target, layout.num_sections),
+                             layout, layout.prompt_len, len(ids) - 1, plan)
+    return Example(ids, layout.prompt_len, mask, task, seed, close + 1, max(first, 0))
 
 
 #: sections of a ``lookup`` copy sequence: up to the suite's most (one per 512 tokens, 16 at 8K)
@@ -216,7 +237,8 @@ class StageData(torch.utils.data.Dataset):
                 length = int(length * 1.2) + 32
                 continue
             ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed,
-                              self.cfg.answer_leads, self.cfg.question_first)
+                              self.cfg.answer_leads, self.cfg.question_first,
+                              self.stage.lead_first, self.stage.lead_directive)
             if len(ex.ids) <= self.width:
                 return ex
             length = max(64, int(length * 0.85))  # overflowed the stage width: shorter
@@ -251,6 +273,6 @@ def collate(examples: list[Example | None], width: int, pad_id: int) -> Batch:
         prompt_targets[b, : e.prompt_len - 1] = torch.tensor(e.ids[1: e.prompt_len])
         # position p predicts token p + 1; the loss covers the target (and EOS)
         targets[b, e.prompt_len - 1: n - 1] = torch.tensor(e.ids[e.prompt_len:])
-        directive[b, e.prompt_len - 1: e.prompt_len - 1 + e.head] = True
+        directive[b, e.prompt_len - 1 + e.head_from: e.prompt_len - 1 + e.head] = True
     return Batch(ids, targets, prompt_targets, directive, [e.mask for e in kept],
                  [e.task for e in kept], dropped)

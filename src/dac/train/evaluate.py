@@ -25,7 +25,8 @@ from .loop import plan_config
 
 
 def adherence(sample: Any, result: Any) -> dict[str, Any]:
-    """Did the first declaration match the ideal one (mode; for focus, the evidence covered)?"""
+    """Did the first declaration match the ideal one (mode; for focus, the evidence covered)?
+    And the last one (``final_exact``)?"""
     ev = next((e for e in result.events), None)
     applied = ev.applied if ev is not None else None
     want = sample.directive
@@ -33,9 +34,15 @@ def adherence(sample: Any, result: Any) -> dict[str, Any]:
     covered = None
     if mode_ok and want.mode is Mode.FOCUS:
         covered = set(want.sections()) <= set(applied.sections())
+    last = result.events[-1] if result.events else None
     return {"declared": ev.text if ev else None, "mode_ok": bool(mode_ok),
             "exact": bool(applied == want and ev.kind == "directive") if ev else False,
-            "covers": covered}
+            "covers": covered,
+            # the declaration in force at the end: the one a lead-in format's answer is
+            # written under (``[[local]] lead [[global]][[focus S3]] value``)
+            "final": last.text if last else None,
+            "final_exact": bool(last.applied == want and last.kind == "directive")
+            if last else False}
 
 
 def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanConfig,
@@ -71,7 +78,10 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "accuracy": round(sum(r["score"] for r in rs) / len(rs), 4),
                      "kv_fraction": round(sum(r["fraction"] for r in rs) / len(rs), 4),
                      "mode_adherence": round(sum(r["mode_ok"] for r in rs) / len(rs), 4),
-                     "exact_directive": round(sum(bool(r["exact"]) for r in rs) / len(rs), 4)})
+                     "exact_directive": round(sum(bool(r["exact"]) for r in rs) / len(rs), 4),
+                     **({"exact_final": round(sum(bool(r["final_exact"]) for r in rs)
+                                              / len(rs), 4)}
+                        if all("final_exact" in r for r in rs) else {})})
     return rows
 
 

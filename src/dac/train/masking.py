@@ -5,7 +5,10 @@ directive (``]]``), attention reads only the blocks :func:`~dac.planning.blocks.
 keeps for that directive at that length. Training applies the same rule: the query at
 position ``q >= d`` (``d`` = the token that closes the directive) sees exactly the positions of
 ``plan_dac(directive, layout, q + 1, cfg)`` up to ``q``; every other row is ordinary causal
-attention (the prompt is prefilled densely, the directive is written under ``global``).
+attention (the prompt is prefilled densely, the directive is written under ``global``). A
+target that declares several times (``[[local]] ... [[global]][[focus S3]] ...``) is read by
+:func:`directive_schedule`, the inference parser fed token by token, and each row follows the
+declaration in force at its position (:func:`schedule_mask`).
 
 Two forms of the same mask, both run through SDPA on CPU and GPU alike (no compilation):
 
@@ -27,7 +30,9 @@ import torch
 
 from ..planning.blocks import PlanConfig, num_blocks, plan_dac
 from ..protocol.context import PromptLayout
-from ..protocol.grammar import Directive
+from ..protocol.detok import IncrementalDetokenizer
+from ..protocol.grammar import Directive, Mode
+from ..protocol.parser import StreamingParser
 
 ATTN_IMPLEMENTATION = "dac_train"
 
@@ -49,6 +54,40 @@ def answer_mask(directive: Directive | None, layout: PromptLayout, close_pos: in
         return AnswerMask(-1, [])
     return AnswerMask(close_pos, [plan_dac(directive, layout, q + 1, cfg)
                                   for q in range(close_pos, end)])
+
+
+def directive_schedule(tokenizer: Any, target_ids: list[int], num_sections: int | None
+                       ) -> list[tuple[int, Directive]]:
+    """``(i, directive in force)`` for each declaration the inference parser completes while
+    ``target_ids`` are generated, ``i`` the index of the token that completes it. The same
+    incremental detokenizer and :class:`~dac.protocol.parser.StreamingParser` as decoding, so a
+    malformed declaration falls back to ``global`` here exactly as it does there."""
+    parser = StreamingParser(num_sections)
+    detok = IncrementalDetokenizer(tokenizer)
+    out: list[tuple[int, Directive]] = []
+    for i, t in enumerate(target_ids):
+        for ev in parser.feed(detok.push([t]), i):
+            if ev.applied is not None:
+                out.append((i, ev.applied))
+    return out
+
+
+def schedule_mask(schedule: list[tuple[int, Directive]], layout: PromptLayout, offset: int,
+                  end: int, cfg: PlanConfig) -> AnswerMask:
+    """Rows for queries from the first declaration (at ``offset + i``) to ``end - 1``, each
+    under the declaration in force there (the last one when a step completes several);
+    no rows when nothing but ``global`` is ever declared."""
+    if not schedule or all(d.mode is Mode.GLOBAL for _, d in schedule):
+        return AnswerMask(-1, [])
+    start = offset + schedule[0][0]
+    rows: list[list[int]] = []
+    k, current = 0, schedule[0][1]
+    for q in range(start, end):
+        while k < len(schedule) and offset + schedule[k][0] <= q:
+            current = schedule[k][1]
+            k += 1
+        rows.append(plan_dac(current, layout, q + 1, cfg))
+    return AnswerMask(start, rows)
 
 
 def keep_table(masks: list[AnswerMask], width: int, block_size: int, device: Any = None
