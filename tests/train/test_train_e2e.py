@@ -69,15 +69,19 @@ def test_shipped_model_is_small_llama_with_head_dim_64():
 
 
 def test_shipped_model_records_the_recipe_in_the_repo():
-    """The card's recipe is the repo's: ``configs/dac-tiny-sections.json`` as run (seconds
-    budgets and all), trained to write the answer's lead, its last stages on varied section
-    counts; its first twelve stages are the seventh run's ``configs/dac-tiny-leads.json``."""
+    """The card's recipe is the repo's: ``configs/dac-tiny-mixed.json`` as run (seconds
+    budgets and all), trained to write the answer's lead: the seventh run's twelve stages
+    (``configs/dac-tiny-leads.json``), the eighth run's three on 4-16 sections
+    (``configs/dac-tiny-sections.json``), then three where half the examples keep the suite's
+    own section count and the rest have 8-16."""
     meta = json.loads((ASSET / DAC_CONFIG).read_text())["training"]
     recorded = TrainConfig.from_dict(meta["config"])
-    assert recorded == TrainConfig.load("configs/dac-tiny-sections.json")
+    assert recorded == TrainConfig.load("configs/dac-tiny-mixed.json")
     assert recorded.answer_leads and recorded.tokenizer.split_digits
     assert recorded.stages[:12] == TrainConfig.load("configs/dac-tiny-leads.json").stages
-    assert all(s.sections == [4, 16] for s in recorded.stages[12:])
+    assert recorded.stages[:15] == TrainConfig.load("configs/dac-tiny-sections.json").stages
+    assert all(s.sections == [8, 16] and s.sections_fraction == 0.5
+               for s in recorded.stages[15:])
     assert [s["stage"] for s in meta["stages"]] == list(range(len(recorded.stages)))
 
 
