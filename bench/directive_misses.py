@@ -2,8 +2,9 @@
 
 Reads a model directory's ``eval.json`` (``python -m dac.train.evaluate``) and rebuilds each
 DAC record's sample to find the needle's section. Prints, for the single-needle retrieval
-tasks, the exact-directive rate by quarter of the context the needle sits in, the offsets of
-wrong focuses (declared minus ideal section), the highest section declared per length; then,
+tasks, the exact-directive rate by quarter of the context the needle sits in, and by where in
+its section it sits (the first fifth of the section's text or later, in the first three
+quarters of the context or the last), the offsets of wrong focuses (declared minus ideal section), the highest section declared per length; then,
 from the recipe recorded in ``dac_config.json``, the share of single-section focus targets
 each section number had in training (every example's context has the suite's
 :func:`dac.tasks.core.num_sections`, or a stage's ``sections`` range, and the needle's section
@@ -61,6 +62,7 @@ def main() -> int:
     tok = AutoTokenizer.from_pretrained(a.model, local_files_only=True)
     records = json.loads(Path(a.eval or Path(a.model) / "eval.json").read_text())["records"]
     by_quarter: dict = defaultdict(lambda: [0, 0])
+    by_place: dict = defaultdict(lambda: [0, 0])
     offsets: Counter = Counter()
     highest: dict = defaultdict(int)
     for r in records:
@@ -72,6 +74,11 @@ def main() -> int:
         cell = by_quarter[(int(length), int(4 * (ideal - 1) / n))]
         cell[0] += bool(r["exact"])
         cell[1] += 1
+        at = s.evidence[0][1] / max(1, len(s.sections[ideal - 1]))
+        place = by_place[("last quarter" if 4 * (ideal - 1) >= 3 * n else "first three",
+                          "section start" if at < 0.2 else "later in section")]
+        place[0] += bool(r["exact"])
+        place[1] += 1
         m = re.fullmatch(r"\[\[focus S(\d+)\]\]", r["declared"] or "")
         if m:
             highest[int(length)] = max(highest[int(length)], int(m.group(1)))
@@ -82,6 +89,9 @@ def main() -> int:
     print("exact directives by quarter of the context holding the needle (length, quarter):")
     for k in sorted(by_quarter):
         print(f"  {k}: {by_quarter[k][0]}/{by_quarter[k][1]}")
+    print("exact directives by the needle's place (context part, place in its section):")
+    for k in sorted(by_place):
+        print(f"  {k}: {by_place[k][0]}/{by_place[k][1]}")
     print("wrong focuses, declared minus ideal section:",
           dict(sorted(offsets.items(), key=lambda kv: str(kv[0]))))
     print("highest section declared, per length:", dict(sorted(highest.items())))
