@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,14 @@ def test_lead_directive_is_a_local_declaration_after_lead_first():
     with pytest.raises(ValueError, match="lead_first"):
         TrainConfig.from_dict({"answer_leads": True, "stages": [
             {**stage, "lead_first": False, "lead_directive": "[[local]]"}]})
+
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(CONFIGS))
+                                        for p in CONFIGS.rglob("*.json")))
+def test_every_recipe_in_the_repo_loads(name):
+    """Each recorded or planned recipe validates, so a documented command can run as written."""
+    cfg = TrainConfig.load(CONFIGS / name)
+    assert cfg.stages and cfg.model.head_dim == 64
