@@ -234,4 +234,3 @@ def _check_lead(s: Stage, answer_leads: bool) -> None:
                          f"[[local 256]], not {text!r}")
     if not s.lead_first:
         raise ValueError("lead_directive comes before a lead written first: it needs lead_first")
-
