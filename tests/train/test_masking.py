@@ -17,7 +17,7 @@ from dac.protocol.grammar import Directive, Mode, parse_directive
 from dac.protocol.prompt import SYSTEM_PROMPT
 from dac.train.data import collate, directive_close, directive_span, make_example
 from dac.train.masking import (
-    ATTN_IMPLEMENTATION, AnswerMask, answer_mask, dense_mask, directive_schedule, register,
+    ATTN_IMPLEMENTATION, AnswerMask, dense_mask, directive_schedule, register,
     row_mask, schedule_mask, use_mask)
 from dac.train.tokenizer import protocol_tokens
 
@@ -287,8 +287,8 @@ def test_a_schedule_follows_each_declaration_and_falls_back_like_the_parser(tok)
                               8) == []
 
 
-def test_answer_mask_none_is_dense(tok):
+def test_no_declaration_is_dense(tok):
     s = _sample("[[focus S1]]")
     lay = build_prompt(tok, s.sections, s.question)
-    assert answer_mask(None, lay, 5, 10, CFG).start == -1
-    assert answer_mask(Directive(Mode.FOCUS, ((1, 1),)), lay, 5, 8, CFG).rows
+    assert schedule_mask([], lay, 5, 10, CFG).start == -1
+    assert schedule_mask([(0, Directive(Mode.FOCUS, ((1, 1),)))], lay, 5, 8, CFG).rows

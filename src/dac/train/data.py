@@ -2,8 +2,8 @@
 
 Sequence = prompt (``build_prompt``: the same template as inference) + ``sample.target``
 (the ideal directive, a space, the answer; ``sample.led_target`` under ``answer_leads``) + EOS.
-The loss covers the target tokens only; the target tokens after the directive's close are
-trained under :func:`answer_mask`.
+The loss covers the target tokens only; the target tokens from the first declaration's close
+on are trained under the mask of the declaration in force (:func:`schedule_mask`).
 Every example is a pure function of (config, global index): seeds are ``seed_base + index``.
 """
 

@@ -47,15 +47,6 @@ class AnswerMask:
     rows: list[list[int]]
 
 
-def answer_mask(directive: Directive | None, layout: PromptLayout, close_pos: int, end: int,
-                cfg: PlanConfig) -> AnswerMask:
-    """Rows for queries ``close_pos .. end - 1`` under ``directive`` (``None``: dense)."""
-    if directive is None or close_pos < 0:
-        return AnswerMask(-1, [])
-    return AnswerMask(close_pos, [plan_dac(directive, layout, q + 1, cfg)
-                                  for q in range(close_pos, end)])
-
-
 def directive_schedule(tokenizer: Any, target_ids: list[int], num_sections: int | None
                        ) -> list[tuple[int, Directive]]:
     """``(i, directive in force)`` for each declaration the inference parser completes while
