@@ -12,7 +12,12 @@ Formats (``Sample`` targets; the training stage fields that produce them in brac
 - ``lead_first``: ``The special magic number for X is: [[focus S3]] 6046601`` (``lead_first``:
   the lead decoded under global);
 - ``lead_local``: ``[[local]] The special ... is: [[global]][[focus S3]] 6046601``
-  (``lead_directive: "[[local]]"``); ``lead_local256``: the same with ``[[local 256]]``.
+  (``lead_directive: "[[local]]"``); ``lead_local256``: the same with ``[[local 256]]``;
+- ``per_value``, for multi-region answers whose values each lie in one section
+  (niah_multivalue, niah_multiquery): ``[[focus S2]] 9686033, [[global]][[focus S5]] 5312219,
+  ...``, one focus per value, each after the first chosen by one step that reads everything
+  (the step before it reads only the previous value's section), against ``directive_first``'s
+  one focus over all of them (``Sample.per_value_target``; stage ``per_value``).
 
 ``PYTHONPATH=src python bench/answer_format_cost.py [--model DIR] [--lengths 4096,8192] [--n 4]
 [--formats ...] [--local-window N]``
@@ -25,12 +30,14 @@ import json
 from collections import defaultdict
 
 FORMATS = {"directive_first": None, "lead_first": "", "lead_local": "[[local]]",
-           "lead_local256": "[[local 256]]"}
+           "lead_local256": "[[local 256]]", "per_value": None}
 TASKS = ("niah_multikey", "niah_multikey_dense", "kv_json", "niah_single_noise",
          "niah_single_prose", "niah_single_uuid", "passkey")
 
 
-def text_of(sample, fmt: str) -> str:
+def text_of(sample, fmt: str) -> str | None:
+    if fmt == "per_value":
+        return sample.per_value_target  # None where values and evidence do not pair up
     lead_directive = FORMATS[fmt]
     return sample.led_target if lead_directive is None else sample.lead_in_target(lead_directive)
 
@@ -81,20 +88,26 @@ def main() -> int:
             layouts = [s.layout(tok) for s in samples]
             width = max(lay.prompt_len for lay in layouts)
             for fmt in formats:
-                scripts = [tok(text_of(s, fmt), add_special_tokens=False)["input_ids"]
-                           for s in samples]
+                texts = [text_of(s, fmt) for s in samples]
+                if any(t is None for t in texts):
+                    print(json.dumps({"task": task, "length": length, "format": fmt,
+                                      "skipped": "the format does not apply"}), flush=True)
+                    continue
+                scripts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
                 res = generate(model, tok, layouts, policy="dac", config=cfg,
                                max_new_tokens=max(len(x) for x in scripts),
                                logits_processor=LogitsProcessorList([Force(scripts, width)]))
                 kv = sum(r.fraction for r in res) / len(res)
                 steps = sum(len(r.steps) for r in res) / len(res)
-                family[(length, fmt, task in TASKS[:3])].append(kv)
+                group = ("keyed" if task in TASKS[:3] else
+                         "single-needle" if samples[0].family == "retrieval" else
+                         samples[0].family)
+                family[(length, fmt, group)].append(kv)
                 print(json.dumps({"task": task, "length": length, "format": fmt,
                                   "kv_fraction": round(kv, 4), "decode_steps": steps}),
                       flush=True)
-    for (length, fmt, keyed), kvs in sorted(family.items()):
-        print(json.dumps({"length": length, "format": fmt,
-                          "tasks": "keyed" if keyed else "single-needle",
+    for (length, fmt, group), kvs in sorted(family.items()):
+        print(json.dumps({"length": length, "format": fmt, "tasks": group,
                           "kv_fraction": round(sum(kvs) / len(kvs), 4)}))
     return 0
 

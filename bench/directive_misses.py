@@ -71,20 +71,23 @@ def main() -> int:
         task, length, seed = r["id"].rsplit("-", 2)
         s = make_sample(task, tok, int(length), int(seed))
         ideal, n = s.evidence[0][0], len(s.sections)
+        # the declaration the value is written under (a lead-in answer declares three times)
+        exact = bool(r.get("final_exact", r["exact"]))
+        declared = r.get("final", r["declared"])
         cell = by_quarter[(int(length), int(4 * (ideal - 1) / n))]
-        cell[0] += bool(r["exact"])
+        cell[0] += exact
         cell[1] += 1
         at = s.evidence[0][1] / max(1, len(s.sections[ideal - 1]))
         place = by_place[("last quarter" if 4 * (ideal - 1) >= 3 * n else "first three",
                           "section start" if at < 0.2 else "later in section")]
-        place[0] += bool(r["exact"])
+        place[0] += exact
         place[1] += 1
-        m = re.fullmatch(r"\[\[focus S(\d+)\]\]", r["declared"] or "")
+        m = re.fullmatch(r"\[\[focus S(\d+)\]\]", declared or "")
         if m:
             highest[int(length)] = max(highest[int(length)], int(m.group(1)))
-            if not r["exact"]:
+            if not exact:
                 offsets[int(m.group(1)) - ideal] += 1
-        elif not r["exact"]:
+        elif not exact:
             offsets["other"] += 1
     print("exact directives by quarter of the context holding the needle (length, quarter):")
     for k in sorted(by_quarter):

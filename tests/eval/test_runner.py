@@ -129,6 +129,22 @@ def test_malformed_directives_count_against_adherence(tmp_path, tokenizer, llama
     assert c["adherence"] == 0.0 and c["mode_match"] == 0.0 and c["accuracy"] == 0.0
 
 
+def test_a_lead_in_answer_is_judged_on_the_declaration_it_is_written_under(
+        tmp_path, tokenizer, llama):
+    """``[[local]] lead [[global]][[focus Sk]] value``: three well-formed declarations; mode
+    match reads the last one, and the record keeps the first as well."""
+    cfg = _config(tasks=["passkey"], policies=["dac"], samples=2, new=48)
+    by_text = {s.layout(tokenizer).text: s.lead_in_target("[[local]]")
+               for s in (make_sample("passkey", tokenizer, LENGTH, i) for i in cfg.seeds())}
+    eng = ScriptedEngine(llama, tokenizer, lambda lay: by_text[lay.text])
+    m = run_eval(eng, cfg, tmp_path, progress=False)
+    c = m["cells"][0]
+    assert c["adherence"] == 1.0 and c["mode_match"] == 1.0 and c["accuracy"] == 1.0
+    for r in read_cell(cell_path(tmp_path, "passkey", LENGTH, "dac")):
+        assert (r["first_mode"], r["final_mode"]) == ("local", "focus")
+        assert len(r["directives"]) == 3
+
+
 def test_prompt_options_reach_every_prompt_and_the_run_identity(tmp_path, tokenizer, llama):
     """``EvalConfig.prompt`` (the model's ``question_first``) builds the prompts the model was
     trained on; a run under other prompt options is not resumed from it."""

@@ -14,6 +14,7 @@ from dac.eval.records import (
     compress_blocks,
     evidence_recall,
     expand_blocks,
+    final_directive,
 )
 from dac.protocol.grammar import Directive, Mode, ProtocolEvent
 
@@ -87,6 +88,20 @@ def test_adherence():
     assert adherent(_result([_ev(0)], [1.0]))
     assert not adherent(_result([], [1.0]))
     assert not adherent(_result([_ev(0), _ev(3, ok=False)], [1.0]))
+
+
+def test_mode_match_reads_the_declaration_the_answer_is_written_under():
+    """A lead-in answer declares local, then global, then its focus: the last well-formed
+    declaration is the one judged; a trailing malformed one does not replace it."""
+    def ev(step, d):
+        return ProtocolEvent(step, "directive", d.render(), d, d)
+
+    focus = Directive(Mode.FOCUS, ((2, 2),))
+    lead_in = _result([ev(0, Directive(Mode.LOCAL)), ev(9, Directive(Mode.GLOBAL)),
+                       ev(10, focus), _ev(14, ok=False)], [1.0] * 15)
+    assert final_directive(lead_in) == focus
+    assert final_directive(_result([_ev(0, ok=False)], [1.0])) is None
+    assert final_directive(_result([], [1.0])) is None
 
 
 def test_blocks_roundtrip():

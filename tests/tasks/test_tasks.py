@@ -207,6 +207,34 @@ def test_tasks_without_a_lead_keep_their_target(samples):
             assert s.lead == "" and s.led_target == s.target == s.lead_first_target
 
 
+def test_per_value_targets_focus_each_value_on_the_section_that_holds_it(samples):
+    """``per_value_target``: only where values and evidence spans pair one to one (the two
+    tasks that copy several values); each value is written under a focus on the section whose
+    evidence span holds it, each later focus after one ``[[global]]`` step; it scores like
+    the ideal answer."""
+    import re
+
+    for task in ALL:
+        for length in LENGTHS:
+            for seed in (0, 1):
+                s = samples[(task, length, seed)]
+                text = s.per_value_target
+                if task not in ("niah_multivalue", "niah_multiquery"):
+                    assert text is None, task
+                    continue
+                parts = text.split(", ")
+                assert len(parts) == len(s.answers)
+                for i, (part, value) in enumerate(zip(parts, s.answers)):
+                    m = re.fullmatch(r"(\[\[global\]\])?\[\[focus S(\d+)\]\] (.+)", part)
+                    assert m and bool(m.group(1)) == (i > 0) and m.group(3) == value
+                    k = int(m.group(2))
+                    assert any(sec == k and value in s.sections[k - 1][a:b]
+                               for sec, a, b in s.evidence)
+                assert {int(x) for x in re.findall(r"S(\d+)", text)} == set(
+                    s.directive.sections())
+                assert score(task, text, s) == 1.0
+
+
 @pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])
 def test_sections_can_be_set_and_the_default_is_unchanged(task, tokenizer, samples):
     """``sections=k`` cuts the context into at most k sections (training varies it; units stay

@@ -20,7 +20,7 @@ def test_shipped_configs_load():
     assert [s.restart for s in cfg.stages].count(True) >= 1
     toy = TrainConfig.load("configs/toy.json")
     assert toy.total_steps > 0
-    shipped = TrainConfig.load("configs/dac-tiny-mixed.json")  # the recipe dac-tiny ships from
+    shipped = TrainConfig.load("configs/dac-tiny-lead-local.json")  # dac-tiny's recipe
     assert shipped.model == cfg.model and shipped.answer_leads and shipped.seed_base >= 1_000_000
     copy = [s for s in shipped.stages if s.kind == "copy"]
     assert copy and all(s.until_copy_loss for s in copy)  # copying first, by distance
@@ -185,6 +185,15 @@ def test_lead_directive_is_a_local_declaration_after_lead_first():
     with pytest.raises(ValueError, match="lead_first"):
         TrainConfig.from_dict({"answer_leads": True, "stages": [
             {**stage, "lead_first": False, "lead_directive": "[[local]]"}]})
+
+
+def test_per_value_is_a_boolean():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "per_value": True}
+    assert TrainConfig.from_dict({"stages": [stage]}).stages[0].per_value
+    assert not TrainConfig.from_dict({"stages": [{**stage, "per_value": False}]}
+                                     ).stages[0].per_value
+    with pytest.raises(ValueError, match="per_value"):
+        TrainConfig.from_dict({"stages": [{**stage, "per_value": "yes"}]})
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

@@ -114,10 +114,10 @@ def test_merging_runs_under_different_plans_is_refused(tmp_path, capsys):
     assert e.value.code == 2 and "different plans" in capsys.readouterr().err
 
 
-def test_adherence_judges_the_first_declaration_and_reports_the_last():
-    """A lead-in format (``[[local]] lead [[global]][[focus S3]] value``) is judged on its
-    first declaration by ``exact`` and on the one its answer is written under by
-    ``final_exact``; a single declaration is both."""
+def test_adherence_is_judged_on_the_declaration_the_answer_is_written_under():
+    """A lead-in format (``[[local]] lead [[global]][[focus S3]] value``) declares local
+    first; the summary judges the last declaration, the one its answer is written under, and
+    reports the first as ``exact_first``; a single declaration is both."""
     from types import SimpleNamespace
 
     from dac.protocol.grammar import Directive, Mode, ProtocolEvent
@@ -138,12 +138,34 @@ def test_adherence_judges_the_first_declaration_and_reports_the_last():
     assert one["exact"] and one["final_exact"]
     wrong = adherence(sample, SimpleNamespace(events=[ev(Directive(Mode.FOCUS, ((2, 2),)))]))
     assert not wrong["exact"] and not wrong["final_exact"]
+    # a lead-in that never gets past its local declaration has the wrong mode for retrieval
+    stuck = adherence(sample, SimpleNamespace(events=[ev(Directive(Mode.LOCAL))]))
     none = adherence(sample, SimpleNamespace(events=[]))
     assert none["final"] is None and not none["final_exact"]
     base = {"family": "retrieval", "length": 512, "policy": "dac", "score": 1.0,
             "fraction": 0.2}
-    rows = summarize([{**base, **a}, {**base, **one}, {**base, **wrong}])
-    assert rows[0]["exact_directive"] == round(1 / 3, 4)
-    assert rows[0]["exact_final"] == round(2 / 3, 4)
+    rows = summarize([{**base, **r} for r in (a, one, wrong, stuck, none)])
+    assert rows[0]["exact_first"] == round(1 / 5, 4)
+    assert rows[0]["exact_directive"] == round(2 / 5, 4)
+    assert rows[0]["mode_adherence"] == round(3 / 5, 4)  # a, one, wrong name focus
+    garbled = {**base, **one, "final": "[[focus S3"}
+    assert summarize([garbled])[0]["mode_adherence"] == 0.0
+    agg = {**base, **adherence(SimpleNamespace(directive=Directive(Mode.GLOBAL)),
+                               SimpleNamespace(events=[ev(Directive(Mode.GLOBAL))])),
+           "family": "aggregation"}
+    assert summarize([agg])[0]["mode_adherence"] == 1.0
+    assert rows[0]["exact_union"] == round(2 / 5, 4)  # a and one; wrong names S2
+    # a per-value answer: each value under its own section's focus, global steps between
+    want2 = Directive(Mode.FOCUS, ((2, 2), (5, 5)))
+    per_value = adherence(SimpleNamespace(directive=want2), SimpleNamespace(events=[
+        ev(Directive(Mode.FOCUS, ((2, 2),))), ev(Directive(Mode.GLOBAL)),
+        ev(Directive(Mode.FOCUS, ((5, 5),)))]))
+    assert per_value["focus_union_exact"] and not per_value["final_exact"]
+    half = adherence(SimpleNamespace(directive=want2), SimpleNamespace(events=[
+        ev(Directive(Mode.FOCUS, ((2, 2),)))]))
+    assert not half["focus_union_exact"]
+        # results from before the last declaration was recorded: judged on the first
     old = {k: v for k, v in {**base, **one}.items() if k not in ("final", "final_exact")}
-    assert "exact_final" not in summarize([old])[0]  # results from before the field
+    row = summarize([old, {**old, "mode_ok": False, "exact": False}])[0]
+    assert "exact_first" not in row
+    assert row["mode_adherence"] == 0.5 and row["exact_directive"] == 0.5

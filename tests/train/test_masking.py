@@ -155,6 +155,33 @@ def test_a_lead_read_locally_then_a_global_step_then_the_focus(tok):
     assert (ex.head_from, ex.head) == (i_foc, i_foc + 1)  # the focus token alone
 
 
+def test_a_per_value_answer_weights_every_focus_and_masks_each_value_under_its_own(tok):
+    """``per_value``: one focus per value, each later one after a global step; every focus
+    token is weighted as a directive, each value is trained under its own focus, the step
+    after ``[[global]]`` reads everything. Samples without such a target keep theirs."""
+    s = _sample("[[focus S2, S5]]", " 4821, 7730")
+    text = "[[focus S2]] 4821, [[global]][[focus S5]] 7730"
+    ex = make_example(SimpleNamespace(**vars(s), per_value_target=text), tok, CFG, dense=False,
+                      per_value=True)
+    lay = build_prompt(tok, s.sections, s.question)
+    target = ex.ids[ex.prompt_len:-1]
+    assert tok.decode(target) == text
+    (i_a, a), (i_glob, _), (i_b, b) = directive_schedule(tok, target, lay.num_sections)
+    assert (a.sections(), b.sections()) == ([2], [5]) and i_b == i_glob + 1
+    assert [(ex.head_from, ex.head), *ex.more_heads] == [(i_a, i_a + 1), (i_b, i_b + 1)]
+    for r, row in enumerate(ex.mask.rows):
+        q = ex.mask.start + r
+        i = q - lay.prompt_len
+        d = a if i < i_glob else Directive(Mode.GLOBAL) if i < i_b else b
+        assert row == plan_dac(d, lay, q + 1, CFG)
+    batch = collate([ex], len(ex.ids), tok.pad_token_id)
+    flagged = batch.directive[0].nonzero().flatten().tolist()
+    assert flagged == [ex.prompt_len - 1 + i_a, ex.prompt_len - 1 + i_b]
+    plain = make_example(SimpleNamespace(**vars(s), per_value_target=None), tok, CFG,
+                         dense=False, per_value=True)
+    assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.target and not plain.more_heads
+
+
 def test_batched_mask_equals_rows_built_one_by_one(tok):
     exs = [make_example(_sample(d), tok, CFG, dense=dense)
            for d, dense in [("[[focus S3]]", False), ("[[local]]", False), ("[[global]]", False),
@@ -216,10 +243,12 @@ class Record(LogitsProcessor):
 
 
 #: targets that declare several times: a local lead-in, then global, then the focus; a focus
-#: revised mid-answer; a malformed declaration (parsed as at inference: back to global)
+#: revised mid-answer; a malformed declaration (parsed as at inference: back to global); one
+#: focus per value (``per_value``)
 SEVERAL = ["[[local]] the mill runs past [[global]] [[focus S3]] 4821 7730",
            "[[focus S2]] 4821 [[local]] 7730 river",
-           "[[focus S6]] 4821 [[zoom]] 7730 river"]
+           "[[focus S6]] 4821 [[zoom]] 7730 river",
+           "[[focus S2]] 4821, [[global]][[focus S5]] 7730"]
 
 
 @pytest.mark.parametrize("directive", ["[[focus S3]]", "[[focus S2, S5-S6]]", "[[local]]",

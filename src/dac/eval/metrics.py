@@ -5,7 +5,8 @@
   cell's samples and decode steps (ratio of sums).
 * ``evidence_recall``: mean of the per-sample recall over answer steps (see records.py).
 * ``adherence``: share of outputs with well-formed directives; ``mode_match``: share whose
-  first directive has the ideal mode (focus / global / local).
+  last well-formed directive (the one the answer is written under) has the ideal mode
+  (focus / global / local).
 * ``wall_s``: generation wall time of the cell (sample building excluded).
 * ``safety_fired``: for ``X+safety`` policies, share of samples whose safety net widened to
   global (``None`` for policies without a net).

@@ -12,6 +12,10 @@ Definitions (also in docs/evaluation.md):
   (Quest, oracle) a step's recall is itself averaged over layers and KV heads.
 * **adherence**: the output declares at least one directive and every directive-like text in
   it is well-formed (no unknown mode, bad or unknown region, or unclosed ``[[``).
+* **mode match**: the last well-formed declaration, the one the answer is written under, has
+  the task's ideal mode. Most outputs declare once; a lead-in format
+  (``[[local]] lead [[global]][[focus S3]] value``) declares local first, so ``first_mode``
+  and ``final_mode`` are both recorded.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ def evidence_recall(result: GenerationResult) -> float | None:
     if not chosen:
         return None
     return sum(s.recall for s in chosen) / len(chosen)
+
+
+def final_directive(result: GenerationResult) -> Any:
+    """The last well-formed declaration (the one the answer is written under), else None."""
+    return next((e.applied for e in reversed(result.events) if e.ok), None)
 
 
 def adherent(result: GenerationResult) -> bool:
@@ -81,6 +90,7 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
                 result: GenerationResult, policy: str, block_size: int,
                 wall_s: float) -> dict[str, Any]:
     first = next((e.applied for e in result.events if e.ok), None)
+    final = final_directive(result)
     return {
         "schema": SCHEMA,
         "id": sample.id,
@@ -99,7 +109,8 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
         "directives": result.timeline(),
         "adherent": adherent(result),
         "first_mode": first.mode.value if first else None,
-        "mode_match": (first.mode == sample.directive.mode) if first else False,
+        "final_mode": final.mode.value if final else None,
+        "mode_match": (final.mode == sample.directive.mode) if final else False,
         "kv": {"read": round(result.kv_read, 3), "full": result.kv_full,
                "fraction": round(result.fraction, 6),
                "per_step": [round(s.read, 2) for s in result.steps],

@@ -318,7 +318,8 @@ per-sample records under <code>cells/</code>.</p>
 <li><b>evidence recall</b>: share of the evidence tokens inside the kept blocks, averaged over the
 decode steps from the first well-formed directive on (all steps if none).</li>
 <li><b>adherence</b>: share of outputs that declare a directive and whose directives are all
-well-formed; <b>mode match</b>: share whose first directive has the ideal mode.</li>
+well-formed; <b>mode match</b>: share whose last well-formed directive (the one the answer
+is written under) has the ideal mode.</li>
 <li><b>safety net fired</b>: for <code>X+safety</code> policies, share of outputs whose safety
 net widened the read to global (docs/reliability.md).</li>
 </ul>

@@ -77,6 +77,26 @@ class Sample:
                 f"{self.answer_text}")
 
     @property
+    def per_value_target(self) -> str | None:
+        """One focus per value, each chosen by a step that reads everything:
+        ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the first focus is
+        chosen under the prompt's own global state; each later one after ``[[global]]``, as
+        the step before it reads only the previous value's section). Only where values and
+        evidence pair one to one, each value inside its own evidence span (niah_multivalue,
+        niah_multiquery); ``None`` otherwise (answers that reason over several spans, such
+        as chained_facts' one value from a chain of facts)."""
+        if self.family != "multi" or len(self.answers) != len(self.evidence):
+            return None
+        parts: list[str] = []
+        for value in self.answers:
+            holders = [sec for sec, a, b in self.evidence
+                       if value in self.sections[sec - 1][a:b]]
+            if len(holders) != 1:
+                return None
+            parts.append(f"{'[[global]]' if parts else ''}[[focus S{holders[0]}]] {value}")
+        return ", ".join(parts)
+
+    @property
     def id(self) -> str:
         return f"{self.task}-{self.length}-{self.seed}"
 

@@ -10,6 +10,7 @@ Every example is a pure function of (config, global index): seeds are ``seed_bas
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,9 @@ class Example:
     seed: int
     head: int = 0  # target tokens ``head_from .. head`` write the directive (weighted loss)
     head_from: int = 0
+    #: more ``(from, to)`` target-token ranges weighted as directives (a per-value answer's
+    #: later focuses)
+    more_heads: tuple[tuple[int, int], ...] = ()
 
 
 def directive_span(tokenizer: Any, target: str, directive: str | None = None
@@ -61,6 +65,18 @@ def directive_span(tokenizer: Any, target: str, directive: str | None = None
     return -1, -1
 
 
+def focus_spans(tokenizer: Any, target: str) -> list[tuple[int, int]]:
+    """(first, last) target tokens of every ``[[focus ...]]`` in ``target``, in order."""
+    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    spans = []
+    for m in re.finditer(re.escape(OPEN) + r"focus[^\]]*" + re.escape(CLOSE), target):
+        toks = [i for i, (a, b) in enumerate(enc["offset_mapping"])
+                if b > m.start() and a < m.end()]
+        if toks:
+            spans.append((toks[0], toks[-1]))
+    return spans
+
+
 def directive_close(tokenizer: Any, target: str) -> int:
     """Index of the target token that completes the first directive (``-1`` if none)."""
     return directive_span(tokenizer, target)[1]
@@ -68,26 +84,35 @@ def directive_close(tokenizer: Any, target: str) -> int:
 
 def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, task: str = "",
                  seed: int = 0, lead: bool = False, question_first: bool = False,
-                 lead_first: bool = False, lead_directive: str = "") -> Example:
+                 lead_first: bool = False, lead_directive: str = "",
+                 per_value: bool = False) -> Example:
     """``lead``: the target is ``sample.led_target`` (the answer restates the evidence's words
     before the value) instead of ``sample.target``; with ``lead_first`` too,
     ``sample.lead_in_target(lead_directive)`` (the lead before the directive, read under
-    ``lead_directive`` if given). ``question_first``: the prompt asks the question before the
-    document too. Only the ideal directive's tokens are the example's weighted ``head``."""
+    ``lead_directive`` if given). ``per_value``: ``sample.per_value_target`` where the sample
+    has one (one focus per value). ``question_first``: the prompt asks the question before the
+    document too. Only the ideal directive's tokens are the example's weighted ``head`` (for a
+    per-value answer, every focus's)."""
     layout = build_prompt(tokenizer, sample.sections, sample.question,
                           question_first=question_first)
-    text = (sample.lead_in_target(lead_directive) if lead and lead_first
+    per = sample.per_value_target if per_value else None
+    text = (per if per is not None
+            else sample.lead_in_target(lead_directive) if lead and lead_first
             else sample.led_target if lead else sample.target)
     target = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
     ideal = sample.directive.render() if sample.directive is not None else None
     first, close = directive_span(tokenizer, text, ideal if ideal and ideal in text else None)
+    more: tuple[tuple[int, int], ...] = ()
+    if per is not None:
+        spans = focus_spans(tokenizer, text)
+        (first, close), more = spans[0], tuple((a, b + 1) for a, b in spans[1:])
     if dense:
         mask = AnswerMask(-1, [])
     else:  # rows follow every declaration of the target, read as decoding reads it
         mask = schedule_mask(directive_schedule(tokenizer, target, layout.num_sections),
                              layout, layout.prompt_len, len(ids) - 1, plan)
-    return Example(ids, layout.prompt_len, mask, task, seed, close + 1, max(first, 0))
+    return Example(ids, layout.prompt_len, mask, task, seed, close + 1, max(first, 0), more)
 
 
 #: sections of a ``lookup`` copy sequence: up to the suite's most (one per 512 tokens, 16 at 8K)
@@ -238,7 +263,8 @@ class StageData(torch.utils.data.Dataset):
                 continue
             ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed,
                               self.cfg.answer_leads, self.cfg.question_first,
-                              self.stage.lead_first, self.stage.lead_directive)
+                              self.stage.lead_first, self.stage.lead_directive,
+                              self.stage.per_value)
             if len(ex.ids) <= self.width:
                 return ex
             length = max(64, int(length * 0.85))  # overflowed the stage width: shorter
@@ -273,6 +299,7 @@ def collate(examples: list[Example | None], width: int, pad_id: int) -> Batch:
         prompt_targets[b, : e.prompt_len - 1] = torch.tensor(e.ids[1: e.prompt_len])
         # position p predicts token p + 1; the loss covers the target (and EOS)
         targets[b, e.prompt_len - 1: n - 1] = torch.tensor(e.ids[e.prompt_len:])
-        directive[b, e.prompt_len - 1 + e.head_from: e.prompt_len - 1 + e.head] = True
+        for a, z in ((e.head_from, e.head), *e.more_heads):
+            directive[b, e.prompt_len - 1 + a: e.prompt_len - 1 + z] = True
     return Batch(ids, targets, prompt_targets, directive, [e.mask for e in kept],
                  [e.task for e in kept], dropped)
