@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -212,8 +213,6 @@ def test_per_value_targets_focus_each_value_on_the_section_that_holds_it(samples
     tasks that copy several values); each value is written under a focus on the section whose
     evidence span holds it, each later focus after one ``[[global]]`` step; it scores like
     the ideal answer."""
-    import re
-
     for task in ALL:
         for length in LENGTHS:
             for seed in (0, 1):
@@ -233,6 +232,10 @@ def test_per_value_targets_focus_each_value_on_the_section_that_holds_it(samples
                 assert {int(x) for x in re.findall(r"S(\d+)", text)} == set(
                     s.directive.sections())
                 assert score(task, text, s) == 1.0
+    # no values, or values without a span each: no per-value target
+    s = samples[("niah_multivalue", 1024, 0)]
+    assert dataclasses.replace(s, answers=[], evidence=[]).per_value_target is None
+    assert dataclasses.replace(s, evidence=s.evidence[1:]).per_value_target is None
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])

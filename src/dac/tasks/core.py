@@ -85,7 +85,8 @@ class Sample:
         evidence pair one to one, each value inside its own evidence span (niah_multivalue,
         niah_multiquery); ``None`` otherwise (answers that reason over several spans, such
         as chained_facts' one value from a chain of facts)."""
-        if self.family != "multi" or len(self.answers) != len(self.evidence):
+        if (self.family != "multi" or not self.answers
+                or len(self.answers) != len(self.evidence)):
             return None
         parts: list[str] = []
         for value in self.answers:
