@@ -13,9 +13,10 @@ Formats (``Sample`` targets; the training stage fields that produce them in brac
   the lead decoded under global);
 - ``lead_local``: ``[[local]] The special ... is: [[global]][[focus S3]] 6046601``
   (``lead_directive: "[[local]]"``); ``lead_local256``: the same with ``[[local 256]]``;
-- ``per_value``, for multi-region answers whose values each lie in one section
-  (niah_multivalue, niah_multiquery): ``[[focus S2]] 9686033, [[global]][[focus S5]] 5312219,
-  ...``, one focus per value, each after the first chosen by one step that reads everything
+- ``per_value``, for multi-region answers whose values each come from one evidence span
+  (niah_multivalue, niah_multiquery, variable_tracking): ``[[focus S2]] 9686033,
+  [[global]][[focus S5]] 5312219, ...``, one focus per value, each after the first chosen by
+  one step that reads everything
   (the step before it reads only the previous value's section), against ``directive_first``'s
   one focus over all of them (``Sample.per_value_target``; stage ``per_value``).
 

@@ -82,19 +82,25 @@ class Sample:
         ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the first focus is
         chosen under the prompt's own global state; each later one after ``[[global]]``, as
         the step before it reads only the previous value's section). Only where values and
-        evidence pair one to one, each value inside its own evidence span (niah_multivalue,
-        niah_multiquery); ``None`` otherwise (answers that reason over several spans, such
-        as chained_facts' one value from a chain of facts)."""
+        evidence spans pair one to one: niah_multivalue and niah_multiquery (each value in its
+        own span) and variable_tracking (each name in the span that assigns it, where it comes
+        first: ``VAR UAKIK = VAR LIITD.`` holds UAKIK; finding it after writing LIITD is a
+        match on the name just written). ``None`` otherwise (answers that reason over several
+        spans, such as chained_facts' one value from a chain of facts)."""
         if (self.family != "multi" or not self.answers
                 or len(self.answers) != len(self.evidence)):
             return None
         parts: list[str] = []
+        holders: set[int] = set()
         for value in self.answers:
-            holders = [sec for sec, a, b in self.evidence
-                       if value in self.sections[sec - 1][a:b]]
-            if len(holders) != 1:
+            # the spans naming the value, by where in the span it comes: the defining one first
+            at = sorted((text.find(value), i) for i, (sec, a, b) in enumerate(self.evidence)
+                        if (text := self.sections[sec - 1][a:b]).find(value) >= 0)
+            if not at or (len(at) > 1 and at[0][0] == at[1][0]) or at[0][1] in holders:
                 return None
-            parts.append(f"{'[[global]]' if parts else ''}[[focus S{holders[0]}]] {value}")
+            holders.add(at[0][1])
+            sec = self.evidence[at[0][1]][0]
+            parts.append(f"{'[[global]]' if parts else ''}[[focus S{sec}]] {value}")
         return ", ".join(parts)
 
     @property

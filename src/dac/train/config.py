@@ -68,10 +68,11 @@ class Stage:
     #: recent window and the question only, and only the step that chooses the section reads
     #: everything ("" = the lead under global)
     lead_directive: str = ""
-    #: multi-region answers whose values each lie in one evidence span get one focus per
+    #: multi-region answers whose values each come from one evidence span get one focus per
     #: value (``Sample.per_value_target``: ``[[focus S2]] v1, [[global]][[focus S4]] v2``),
-    #: each focus's tokens weighted as a directive; one focus over all the value's sections
-    #: reads 56% / 40% of the KV at 4K / 8K even when ideal, one per value 23% / 15%
+    #: each focus's tokens weighted as a directive: on those tasks one focus over all the
+    #: values' sections reads 58-69% / 36-45% of the KV at 4K / 8K even when ideal, one per
+    #: value 23-25% / 15-17% (docs/training.md, "Tenth run")
     per_value: bool = False
 
     @property
