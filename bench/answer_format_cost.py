@@ -16,9 +16,9 @@ Formats (``Sample`` targets; the training stage fields that produce them in brac
 - ``per_value``, for multi-region answers whose values each come from one evidence span
   (niah_multivalue, niah_multiquery, variable_tracking): ``[[focus S2]] 9686033,
   [[global]][[focus S5]] 5312219, ...``, one focus per value, each after the first chosen by
-  one step that reads everything
-  (the step before it reads only the previous value's section), against ``directive_first``'s
-  one focus over all of them (``Sample.per_value_target``; stage ``per_value``).
+  one step that reads everything (the step before it reads only the previous value's
+  section), against ``directive_first``'s one focus over all of them
+  (``Sample.per_value_target``; stage ``per_value``).
 
 ``PYTHONPATH=src python bench/answer_format_cost.py [--model DIR] [--lengths 4096,8192] [--n 4]
 [--formats ...] [--local-window N]``

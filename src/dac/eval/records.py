@@ -12,10 +12,11 @@ Definitions (also in docs/evaluation.md):
   (Quest, oracle) a step's recall is itself averaged over layers and KV heads.
 * **adherence**: the output declares at least one directive and every directive-like text in
   it is well-formed (no unknown mode, bad or unknown region, or unclosed ``[[``).
-* **mode match**: the last well-formed declaration, the one the answer is written under, has
-  the task's ideal mode. Most outputs declare once; a lead-in format
-  (``[[local]] lead [[global]][[focus S3]] value``) declares local first, so ``first_mode``
-  and ``final_mode`` are both recorded.
+* **mode match**: the last well-formed declaration has the task's ideal mode. Most outputs
+  declare once; a lead-in answer (``[[local]] lead [[global]][[focus S3]] value``) declares
+  local first and writes its value under the last one, so ``first_mode`` and ``final_mode``
+  are both recorded. (A malformed declaration after it falls back to global; adherence
+  counts that.)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.context import PromptLayout, Span
+from ..protocol.grammar import Directive
 from ..tasks import Sample, score
 
 if TYPE_CHECKING:  # the report reads records without loading torch
@@ -49,8 +51,9 @@ def evidence_recall(result: GenerationResult) -> float | None:
     return sum(s.recall for s in chosen) / len(chosen)
 
 
-def final_directive(result: GenerationResult) -> Any:
-    """The last well-formed declaration (the one the answer is written under), else None."""
+def final_directive(result: GenerationResult) -> Directive | None:
+    """The last well-formed declaration (in a lead-in answer, the focus its value is written
+    under), else None."""
     return next((e.applied for e in reversed(result.events) if e.ok), None)
 
 
