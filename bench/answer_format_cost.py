@@ -13,12 +13,12 @@ Formats (``Sample`` targets; the training stage fields that produce them in brac
   the lead decoded under global);
 - ``lead_local``: ``[[local]] The special ... is: [[global]][[focus S3]] 6046601``
   (``lead_directive: "[[local]]"``); ``lead_local256``: the same with ``[[local 256]]``;
-- ``per_value``, for multi-region answers whose values each come from one evidence span
-  (niah_multivalue, niah_multiquery, variable_tracking): ``[[focus S2]] 9686033,
-  [[global]][[focus S5]] 5312219, ...``, one focus per value, each after the first chosen by
-  one step that reads everything (the step before it reads only the previous value's
-  section), against ``directive_first``'s one focus over all of them
-  (``Sample.per_value_target``; stage ``per_value``).
+- ``per_hop``, for multi-region answers (``Sample.hop_target``; stage ``per_hop``): one
+  focus per step, each after the first chosen by one step that reads everything (the step
+  before it reads only the previous step's section): ``[[focus S2]] 9686033,
+  [[global]][[focus S5]] 5312219, ...``; a chain's keys are written before its value
+  (``[[focus S1]] the red fox, [[global]][[focus S3]] the old mill, [[global]][[focus S3]]
+  2794554``); against ``directive_first``'s one focus over all of them.
 
 ``PYTHONPATH=src python bench/answer_format_cost.py [--model DIR] [--lengths 4096,8192] [--n 4]
 [--formats ...] [--local-window N]``
@@ -31,14 +31,14 @@ import json
 from collections import defaultdict
 
 FORMATS = {"directive_first": None, "lead_first": "", "lead_local": "[[local]]",
-           "lead_local256": "[[local 256]]", "per_value": None}
+           "lead_local256": "[[local 256]]", "per_hop": None}
 TASKS = ("niah_multikey", "niah_multikey_dense", "kv_json", "niah_single_noise",
          "niah_single_prose", "niah_single_uuid", "passkey")
 
 
 def text_of(sample, fmt: str) -> str | None:
-    if fmt == "per_value":
-        return sample.per_value_target  # None where values and evidence do not pair up
+    if fmt == "per_hop":
+        return sample.hop_target  # None outside the multi-region tasks
     lead_directive = FORMATS[fmt]
     return sample.led_target if lead_directive is None else sample.lead_in_target(lead_directive)
 

@@ -208,34 +208,35 @@ def test_tasks_without_a_lead_keep_their_target(samples):
             assert s.lead == "" and s.led_target == s.target == s.lead_first_target
 
 
-def test_per_value_targets_focus_each_value_on_the_section_that_holds_it(samples):
-    """``per_value_target``: only where values and evidence spans pair one to one (the tasks
-    that copy several values; variable_tracking's names each from the span assigning them);
-    each value is written under a focus on the section whose evidence span holds it, each
-    later focus after one ``[[global]]`` step; it scores like the ideal answer."""
+def test_hop_targets_focus_each_step_on_the_section_it_reads(samples):
+    """``hop_target``: every multi-region answer, one step at a time; each step is written
+    under a focus on a section whose evidence holds its text, each later focus after one
+    ``[[global]]`` step; together the focuses name the ideal directive's sections; the
+    answer's values are the steps' (a chain's keys come before its value); it scores like the
+    ideal answer. Other families have no steps."""
     for task in ALL:
         for length in LENGTHS:
             for seed in (0, 1):
                 s = samples[(task, length, seed)]
-                text = s.per_value_target
-                if task not in ("niah_multivalue", "niah_multiquery", "variable_tracking"):
-                    assert text is None, task
+                text = s.hop_target
+                if TASKS[task].family != "multi":
+                    assert text is None and s.hops == (), task
                     continue
                 parts = text.split(", ")
-                assert len(parts) == len(s.answers)
-                for i, (part, value) in enumerate(zip(parts, s.answers)):
+                assert len(parts) == len(s.hops) >= 2
+                for i, part in enumerate(parts):
                     m = re.fullmatch(r"(\[\[global\]\])?\[\[focus S(\d+)\]\] (.+)", part)
-                    assert m and bool(m.group(1)) == (i > 0) and m.group(3) == value
-                    k = int(m.group(2))
-                    assert any(sec == k and value in s.sections[k - 1][a:b]
-                               for sec, a, b in s.evidence)
-                assert {int(x) for x in re.findall(r"S(\d+)", text)} == set(
-                    s.directive.sections())
+                    assert m and bool(m.group(1)) == (i > 0)
+                    k, step = int(m.group(2)), m.group(3)
+                    assert (k, step) == s.hops[i]
+                    assert any(sec == k and step in s.sections[k - 1][a:b]
+                               for sec, a, b in s.evidence), (task, step)
+                assert {k for k, _ in s.hops} == set(s.directive.sections())
+                values = [step for _, step in s.hops]
+                assert values[-len(s.answers):] == s.answers or values[-1] == s.answer_text
                 assert score(task, text, s) == 1.0
-    # no values, or values without a span each: no per-value target
     s = samples[("niah_multivalue", 1024, 0)]
-    assert dataclasses.replace(s, answers=[], evidence=[]).per_value_target is None
-    assert dataclasses.replace(s, evidence=s.evidence[1:]).per_value_target is None
+    assert dataclasses.replace(s, hops=()).hop_target is None
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])

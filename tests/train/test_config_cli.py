@@ -187,13 +187,13 @@ def test_lead_directive_is_a_local_declaration_after_lead_first():
             {**stage, "lead_first": False, "lead_directive": "[[local]]"}]})
 
 
-def test_per_value_is_a_boolean():
-    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "per_value": True}
-    assert TrainConfig.from_dict({"stages": [stage]}).stages[0].per_value
-    assert not TrainConfig.from_dict({"stages": [{**stage, "per_value": False}]}
-                                     ).stages[0].per_value
-    with pytest.raises(ValueError, match="per_value"):
-        TrainConfig.from_dict({"stages": [{**stage, "per_value": "yes"}]})
+def test_per_hop_is_a_boolean():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "per_hop": True}
+    assert TrainConfig.from_dict({"stages": [stage]}).stages[0].per_hop
+    assert not TrainConfig.from_dict({"stages": [{**stage, "per_hop": False}]}
+                                     ).stages[0].per_hop
+    with pytest.raises(ValueError, match="per_hop"):
+        TrainConfig.from_dict({"stages": [{**stage, "per_hop": "yes"}]})
 
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

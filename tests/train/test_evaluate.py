@@ -155,12 +155,12 @@ def test_adherence_is_judged_on_the_declaration_the_answer_is_written_under():
            "family": "aggregation"}
     assert summarize([agg])[0]["mode_adherence"] == 1.0
     assert rows[0]["exact_union"] == round(2 / 5, 4)  # a and one; wrong names S2
-    # a per-value answer: each value under its own section's focus, global steps between
+    # a stepwise answer: each step under its own section's focus, global steps between
     want2 = Directive(Mode.FOCUS, ((2, 2), (5, 5)))
-    per_value = adherence(SimpleNamespace(directive=want2), SimpleNamespace(events=[
+    stepwise = adherence(SimpleNamespace(directive=want2), SimpleNamespace(events=[
         ev(Directive(Mode.FOCUS, ((2, 2),))), ev(Directive(Mode.GLOBAL)),
         ev(Directive(Mode.FOCUS, ((5, 5),)))]))
-    assert per_value["focus_union_exact"] and not per_value["final_exact"]
+    assert stepwise["focus_union_exact"] and not stepwise["final_exact"]
     half = adherence(SimpleNamespace(directive=want2), SimpleNamespace(events=[
         ev(Directive(Mode.FOCUS, ((2, 2),)))]))
     assert not half["focus_union_exact"]

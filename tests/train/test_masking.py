@@ -155,14 +155,14 @@ def test_a_lead_read_locally_then_a_global_step_then_the_focus(tok):
     assert (ex.head_from, ex.head) == (i_foc, i_foc + 1)  # the focus token alone
 
 
-def test_a_per_value_answer_weights_every_focus_and_masks_each_value_under_its_own(tok):
-    """``per_value``: one focus per value, each later one after a global step; every focus
-    token is weighted as a directive, each value is trained under its own focus, the step
-    after ``[[global]]`` reads everything. Samples without such a target keep theirs."""
+def test_a_stepwise_answer_weights_every_focus_and_masks_each_step_under_its_own(tok):
+    """``per_hop``: one focus per step, each later one after a global step; every focus token
+    is weighted as a directive, each step is trained under its own focus, the step after
+    ``[[global]]`` reads everything. Samples without such a target keep theirs."""
     s = _sample("[[focus S2, S5]]", " 4821, 7730")
     text = "[[focus S2]] 4821, [[global]][[focus S5]] 7730"
-    ex = make_example(SimpleNamespace(**vars(s), per_value_target=text), tok, CFG, dense=False,
-                      per_value=True)
+    ex = make_example(SimpleNamespace(**vars(s), hop_target=text), tok, CFG, dense=False,
+                      per_hop=True)
     lay = build_prompt(tok, s.sections, s.question)
     target = ex.ids[ex.prompt_len:-1]
     assert tok.decode(target) == text
@@ -177,8 +177,8 @@ def test_a_per_value_answer_weights_every_focus_and_masks_each_value_under_its_o
     batch = collate([ex], len(ex.ids), tok.pad_token_id)
     flagged = batch.directive[0].nonzero().flatten().tolist()
     assert flagged == [ex.prompt_len - 1 + i_a, ex.prompt_len - 1 + i_b]
-    plain = make_example(SimpleNamespace(**vars(s), per_value_target=None), tok, CFG,
-                         dense=False, per_value=True)
+    plain = make_example(SimpleNamespace(**vars(s), hop_target=None), tok, CFG,
+                         dense=False, per_hop=True)
     assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.target and not plain.more_heads
 
 
@@ -244,7 +244,7 @@ class Record(LogitsProcessor):
 
 #: targets that declare several times: a local lead-in, then global, then the focus; a focus
 #: revised mid-answer; a malformed declaration (parsed as at inference: back to global); one
-#: focus per value (``per_value``)
+#: focus per step (``per_hop``)
 SEVERAL = ["[[local]] the mill runs past [[global]] [[focus S3]] 4821 7730",
            "[[focus S2]] 4821 [[local]] 7730 river",
            "[[focus S6]] 4821 [[zoom]] 7730 river",

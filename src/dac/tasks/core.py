@@ -44,6 +44,11 @@ class Sample:
     #: RULER's answer prefix, written by the model: the evidence's words right before the value
     #: ("The pass key is "), so the value follows the same words as in the document ("" = none)
     lead: str = ""
+    #: a multi-region answer as steps, each read from one section: ``(section, text)`` in
+    #: answer order: the values (niah_multivalue, niah_multiquery), the names down the chain
+    #: (variable_tracking), the chain's keys then its value (chained_facts), the holder then
+    #: the room (world_state); empty for the other families
+    hops: tuple[tuple[int, str], ...] = ()
 
     @property
     def answer_text(self) -> str:
@@ -77,31 +82,18 @@ class Sample:
                 f"{self.answer_text}")
 
     @property
-    def per_value_target(self) -> str | None:
-        """One focus per value, each chosen by a step that reads everything:
-        ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the first focus is
-        chosen under the prompt's own global state; each later one after ``[[global]]``, as
-        the step before it reads only the previous value's section). Only where values and
-        evidence spans pair one to one: niah_multivalue and niah_multiquery (each value in its
-        own span) and variable_tracking (each name in the span that assigns it, where it comes
-        first: ``VAR UAKIK = VAR LIITD.`` holds UAKIK; finding it after writing LIITD is a
-        match on the name just written). ``None`` otherwise (answers that reason over several
-        spans, such as chained_facts' one value from a chain of facts)."""
-        if (self.family != "multi" or not self.answers
-                or len(self.answers) != len(self.evidence)):
+    def hop_target(self) -> str | None:
+        """The answer one step at a time, each step under a focus on the one section it reads,
+        each focus after the first chosen by a step that reads everything:
+        ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the step before a
+        ``[[global]]`` reads only the previous step's section). A chain's keys are written out
+        (``[[focus S1]] the red fox, [[global]][[focus S3]] the old mill, [[global]][[focus
+        S3]] 2794554``), so finding the next step is a match on the words just written.
+        ``None`` for samples without :attr:`hops`."""
+        if not self.hops:
             return None
-        parts: list[str] = []
-        holders: set[int] = set()
-        for value in self.answers:
-            # the spans naming the value, by where in the span it comes: the defining one first
-            at = sorted((text.find(value), i) for i, (sec, a, b) in enumerate(self.evidence)
-                        if (text := self.sections[sec - 1][a:b]).find(value) >= 0)
-            if not at or (len(at) > 1 and at[0][0] == at[1][0]) or at[0][1] in holders:
-                return None
-            holders.add(at[0][1])
-            sec = self.evidence[at[0][1]][0]
-            parts.append(f"{'[[global]]' if parts else ''}[[focus S{sec}]] {value}")
-        return ", ".join(parts)
+        return ", ".join(f"{'[[global]]' if i else ''}[[focus S{sec}]] {text}"
+                         for i, (sec, text) in enumerate(self.hops))
 
     @property
     def id(self) -> str:
@@ -141,6 +133,9 @@ class Draft:
     joiner: str = " "
     tail: int = 0  # the last ``tail`` units form the last section on their own (local tasks)
     lead: str = ""  # :attr:`Sample.lead`
+    #: the answer as steps, each read from one evidence span: ``(index into evidence, text
+    #: written)`` in answer order (:attr:`Sample.hops`); empty when not a stepwise answer
+    hops: list[tuple[int, str]] = field(default_factory=list)
 
 
 Generator = Callable[[random.Random, int, int], Draft]
@@ -241,12 +236,13 @@ def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int,
     for u, a, b in draft.evidence:
         sec, off = where[u]
         evidence.append((sec, off + a, off + b))
+    hops = tuple((evidence[i][0], text) for i, text in draft.hops)
     evidence.sort()
     directive = directive_for(spec.family, [s for s, _, _ in evidence])
     return Sample(task=spec.name, length=length, seed=seed, sections=sections,
                   question=draft.question, answers=list(draft.answers), evidence=evidence,
                   directive=directive, target=f"{directive.render()} {draft.answer_text}",
-                  family=spec.family, lead=draft.lead)
+                  family=spec.family, lead=draft.lead, hops=hops)
 
 
 def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int,

@@ -26,7 +26,7 @@ def niah_multivalue(rng: random.Random, n: int, length: int) -> Draft:
     q = (f"What are all the special magic numbers for {key} mentioned in the provided text? "
          "Answer with the numbers only, separated by commas.")
     return Draft(units, [(p, 0, len(t)) for p, t in zip(pos, texts)], q, values,
-                 ", ".join(values))
+                 ", ".join(values), hops=list(enumerate(values)))
 
 
 def niah_multiquery(rng: random.Random, n: int, length: int) -> Draft:
@@ -42,7 +42,7 @@ def niah_multiquery(rng: random.Random, n: int, length: int) -> Draft:
          "mentioned in the provided text? Answer with the numbers only, in that order, "
          "separated by commas.")
     return Draft(units, [(p, 0, len(t)) for p, t in zip(pos, texts)], q, values,
-                 ", ".join(values))
+                 ", ".join(values), hops=list(enumerate(values)))
 
 
 def _var(rng: random.Random, taken: set[str]) -> str:
@@ -69,7 +69,7 @@ def variable_tracking(rng: random.Random, n: int, length: int) -> Draft:
     q = (f"Find all variables that are assigned the value {value} in the text above, directly "
          "or through other variables. Answer with the variable names, separated by commas.")
     ev = [(p, 0, len(t)) for p, t in zip(pos[:len(texts)], texts)]
-    return Draft(units, ev, q, chain, ", ".join(chain))
+    return Draft(units, ev, q, chain, ", ".join(chain), hops=list(enumerate(chain)))
 
 
 def chained_facts(rng: random.Random, n: int, length: int) -> Draft:
@@ -88,7 +88,8 @@ def chained_facts(rng: random.Random, n: int, length: int) -> Draft:
     ddepths = [rng.random(), rng.random()]
     units, pos = insert_at_depths(src.prose(rng.random(), n), texts + decoys, depths + ddepths)
     q = f"What is the secret code of the {a}? Answer with the number only."
-    return Draft(units, [(p, 0, len(t)) for p, t in zip(pos[:3], texts)], q, [value], value)
+    return Draft(units, [(p, 0, len(t)) for p, t in zip(pos[:3], texts)], q, [value], value,
+                 hops=[(0, f"the {b}"), (1, f"the {c}"), (2, value)])
 
 
 ACTORS = ("Mary", "John", "Sandra", "Daniel", "Alice", "Bob", "Fred", "Julie")
@@ -125,4 +126,5 @@ def world_state(rng: random.Random, n: int, length: int) -> Draft:
     units, pos = insert_at_depths(src.prose(rng.random(), n), texts, depths)
     q = f"Where is the {obj} at the end of the story? Answer with the room only."
     ev = [(pos[pick_at], 0, len(texts[pick_at])), (pos[final], 0, len(texts[final]))]
-    return Draft(units, ev, q, [answer], f"the {answer}")
+    return Draft(units, ev, q, [answer], f"the {answer}",
+                 hops=[(0, holder), (1, f"the {answer}")])

@@ -68,12 +68,12 @@ class Stage:
     #: recent window and the question only, and only the step that chooses the section reads
     #: everything ("" = the lead under global)
     lead_directive: str = ""
-    #: multi-region answers whose values each come from one evidence span get one focus per
-    #: value (``Sample.per_value_target``: ``[[focus S2]] v1, [[global]][[focus S4]] v2``),
-    #: each focus's tokens weighted as a directive: on those tasks one focus over all the
-    #: values' sections reads 58-69% / 36-45% of the KV at 4K / 8K even when ideal, one per
-    #: value 23-25% / 15-17% (docs/training.md, "Tenth run")
-    per_value: bool = False
+    #: multi-region answers are written one step at a time (``Sample.hop_target``: ``[[focus
+    #: S2]] v1, [[global]][[focus S4]] v2``; a chain's keys written out before its value),
+    #: each step under a focus on its own section, each focus's tokens weighted as a
+    #: directive: ideal answers read 22-25% / 14-17% of the KV at 4K / 8K this way, 41-69% /
+    #: 36-45% with one focus over all the answer's sections (docs/training.md, "Tenth run")
+    per_hop: bool = False
 
     @property
     def lo(self) -> int:
@@ -223,8 +223,8 @@ class TrainConfig:
 def _check_lead(s: Stage, answer_leads: bool) -> None:
     if not isinstance(s.lead_first, bool):
         raise ValueError("a stage's lead_first must be true or false")
-    if not isinstance(s.per_value, bool):
-        raise ValueError("a stage's per_value must be true or false")
+    if not isinstance(s.per_hop, bool):
+        raise ValueError("a stage's per_hop must be true or false")
     if s.lead_first and not answer_leads:
         raise ValueError("lead_first moves the answer's lead: it needs answer_leads")
     if not s.lead_directive:

@@ -29,7 +29,7 @@ def adherence(sample: Any, result: Any) -> dict[str, Any]:
     """Did the first declaration match the ideal one (mode; for focus, the evidence covered)?
     And the last one (``final``, ``final_exact``), the one the answer is written under?
     ``focus_union_exact``: the sections of all its well-formed focuses together are the ideal
-    ones (a per-value answer focuses each value's section in turn). :func:`summarize` judges
+    ones (a stepwise answer focuses each step's section in turn). :func:`summarize` judges
     the last one."""
     ev = next((e for e in result.events), None)
     applied = ev.applied if ev is not None else None
