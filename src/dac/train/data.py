@@ -42,6 +42,22 @@ class Example:
     more_heads: tuple[tuple[int, int], ...] = ()
 
 
+def _offsets(tokenizer: Any, target: str) -> list[tuple[int, int]]:
+    return tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)[
+        "offset_mapping"]
+
+
+def _token_span(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int]:
+    """(first, last) target token covering characters ``start:end``, ``(-1, -1)`` if none."""
+    first = -1
+    for i, (_, stop) in enumerate(offsets):
+        if first < 0 and stop > max(start, 0):
+            first = i
+        if stop >= end:
+            return first, i
+    return -1, -1
+
+
 def directive_span(tokenizer: Any, target: str, directive: str | None = None
                    ) -> tuple[int, int]:
     """(first, last) target token of ``directive``'s text in ``target`` (default: the first
@@ -55,26 +71,14 @@ def directive_span(tokenizer: Any, target: str, directive: str | None = None
         end = end + len(CLOSE) if end >= 0 else -1
     if end < 0:
         return -1, -1
-    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
-    first = -1
-    for i, (_, stop) in enumerate(enc["offset_mapping"]):
-        if first < 0 and stop > max(start, 0):
-            first = i
-        if stop >= end:
-            return first, i
-    return -1, -1
+    return _token_span(_offsets(tokenizer, target), start, end)
 
 
 def focus_spans(tokenizer: Any, target: str) -> list[tuple[int, int]]:
     """(first, last) target tokens of every ``[[focus ...]]`` in ``target``, in order."""
-    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
-    spans = []
-    for m in re.finditer(re.escape(OPEN) + r"focus[^\]]*" + re.escape(CLOSE), target):
-        toks = [i for i, (a, b) in enumerate(enc["offset_mapping"])
-                if b > m.start() and a < m.end()]
-        if toks:
-            spans.append((toks[0], toks[-1]))
-    return spans
+    offsets = _offsets(tokenizer, target)
+    return [_token_span(offsets, m.start(), m.end())
+            for m in re.finditer(re.escape(OPEN) + r"focus[^\]]*" + re.escape(CLOSE), target)]
 
 
 def directive_close(tokenizer: Any, target: str) -> int:
@@ -101,12 +105,14 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
             else sample.led_target if lead else sample.target)
     target = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
-    ideal = sample.directive.render() if sample.directive is not None else None
-    first, close = directive_span(tokenizer, text, ideal if ideal and ideal in text else None)
     more: tuple[tuple[int, int], ...] = ()
-    if per is not None:
+    if per is not None:  # every step's focus is a choice: all of them weighted
         spans = focus_spans(tokenizer, text)
         (first, close), more = spans[0], tuple((a, b + 1) for a, b in spans[1:])
+    else:
+        ideal = sample.directive.render() if sample.directive is not None else None
+        first, close = directive_span(tokenizer, text,
+                                      ideal if ideal and ideal in text else None)
     if dense:
         mask = AnswerMask(-1, [])
     else:  # rows follow every declaration of the target, read as decoding reads it
