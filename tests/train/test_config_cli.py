@@ -20,7 +20,7 @@ def test_shipped_configs_load():
     assert [s.restart for s in cfg.stages].count(True) >= 1
     toy = TrainConfig.load("configs/toy.json")
     assert toy.total_steps > 0
-    shipped = TrainConfig.load("configs/dac-tiny-lead-local.json")  # dac-tiny's recipe
+    shipped = TrainConfig.load("configs/dac-tiny-per-hop.json")  # dac-tiny's recipe
     assert shipped.model == cfg.model and shipped.answer_leads and shipped.seed_base >= 1_000_000
     copy = [s for s in shipped.stages if s.kind == "copy"]
     assert copy and all(s.until_copy_loss for s in copy)  # copying first, by distance

@@ -71,22 +71,25 @@ def test_shipped_model_is_small_llama_with_head_dim_64():
 
 
 def test_shipped_model_records_the_recipe_in_the_repo():
-    """The card's recipe is the repo's: ``configs/dac-tiny-lead-local.json`` as run (seconds
-    budgets and all; run under the experiment's name ``dac-tiny-lead-local-long``): the ninth
-    run's eighteen stages (``configs/dac-tiny-mixed.json``, which holds the seventh's and
-    eighth's), then five where every retrieval answer is written in the lead-in format
-    (``[[local]] lead [[global]][[focus Sk]] value``) under a 256-token local window."""
+    """The card's recipe is the repo's: ``configs/dac-tiny-per-hop.json`` as run (seconds
+    budgets and all): the ninth run's eighteen stages (``configs/dac-tiny-mixed.json``, which
+    holds the seventh's and eighth's), then five where every retrieval answer is written in
+    the lead-in format (``[[local]] lead [[global]][[focus Sk]] value``) under a 256-token
+    local window (``configs/dac-tiny-lead-local.json``, the tenth run), then two where the
+    multi-region answers are written one focus per step (``per_hop``)."""
     meta = json.loads((ASSET / DAC_CONFIG).read_text())["training"]
     recorded = TrainConfig.from_dict(meta["config"])
-    repo = TrainConfig.load("configs/dac-tiny-lead-local.json")
-    assert dataclasses.replace(recorded, name=repo.name) == repo
+    repo = TrainConfig.load("configs/dac-tiny-per-hop.json")
+    assert recorded == repo
     assert recorded.answer_leads and recorded.tokenizer.split_digits
     assert recorded.plan.local_window == 256
     assert recorded.stages[:12] == TrainConfig.load("configs/dac-tiny-leads.json").stages
     assert recorded.stages[:15] == TrainConfig.load("configs/dac-tiny-sections.json").stages
     assert recorded.stages[:18] == TrainConfig.load("configs/dac-tiny-mixed.json").stages
+    assert recorded.stages[:23] == TrainConfig.load("configs/dac-tiny-lead-local.json").stages
     assert all(s.lead_first and s.lead_directive == "[[local]]" for s in recorded.stages[18:])
     assert not any(s.lead_first for s in recorded.stages[:18])
+    assert [i for i, s in enumerate(recorded.stages) if s.per_hop] == [23, 24]
     assert [s["stage"] for s in meta["stages"]] == list(range(len(recorded.stages)))
 
 
