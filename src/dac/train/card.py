@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     try:
         records = json.loads(Path(a.eval_json).read_text())["records"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        p.error(f"cannot read {a.eval_json}: {e}")
-    print(summary_table(records), end="\n\n")
-    print(task_table(records))
+        tables = summary_table(records) + "\n\n" + task_table(records)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError,
+            ZeroDivisionError) as e:
+        p.error(f"cannot read {a.eval_json} as dac.train.evaluate's records: {e!r}")
+    print(tables)
     return 0
 
 
