@@ -29,6 +29,14 @@ def add_plan_args(p: argparse.ArgumentParser) -> None:
                    help=f"recent tokens read in local mode ({d.local_window})")
 
 
+def add_bound_arg(p: argparse.ArgumentParser) -> None:
+    """``--no-bound-sections``, shared by every command that decodes under a policy."""
+    p.add_argument("--no-bound-sections", dest="bound_sections", action="store_false",
+                   help="let the model write focus directives naming sections the prompt "
+                   "lacks (by default such directive tokens are impossible for policies that "
+                   "read directives; the parser would drop them and fall back to global)")
+
+
 def plan_config(args: argparse.Namespace, base: PlanConfig) -> PlanConfig:
     """``base`` with the options given on the command line (validated by PlanConfig)."""
     given = {k: getattr(args, k) for k in _PLAN_ARGS if getattr(args, k, None) is not None}
@@ -49,6 +57,7 @@ def add_parser(sub: Any) -> None:
                    help="target section size when splitting the document")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object (stable schema)")
+    add_bound_arg(p)
     add_plan_args(p)
     p.set_defaults(handler=run_generate)
     add_demo_parser(sub)
@@ -81,7 +90,7 @@ def run_generate(args: argparse.Namespace) -> int:
     cfg = plan_config(args, load_plan_config(args.model))
     layout = build_prompt(tok, sections, args.question, **load_prompt_options(args.model))
     result = generate(model, tok, [layout], policy=policy, config=cfg,
-                      max_new_tokens=args.max_new_tokens)[0]
+                      max_new_tokens=args.max_new_tokens, bound_sections=args.bound_sections)[0]
     payload = result.to_dict()
     payload.update({"policy": policy.name, "model": str(args.model),
                     "sections": layout.num_sections, "block_size": cfg.block_size})

@@ -106,6 +106,33 @@ def test_not_a_model_dir(tmp_path, context, capsys):
     assert "config.json" in line
 
 
+def test_no_bound_sections_reaches_generate(model_dir, context, capsys, monkeypatch):
+    import dac.engines.hf as hf
+
+    seen = []
+    real = hf.generate
+
+    def recording(*a, **kw):
+        seen.append(kw["bound_sections"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(hf, "generate", recording)
+    base = ["generate", "--model", str(model_dir), "--context", str(context), "--question",
+            "Which river?", "--max-new-tokens", "2", "--json"]
+    assert main(base) == 0 and main(base + ["--no-bound-sections"]) == 0
+    assert seen == [True, False]
+    capsys.readouterr()
+
+
+def test_eval_has_the_off_switch():
+    from dac.cli import build_parser
+
+    common = ["--model", "m", "--out", "o"]
+    assert build_parser().parse_args(["eval", *common]).bound_sections is True
+    assert build_parser().parse_args(["eval", *common, "--no-bound-sections"]).bound_sections \
+        is False
+
+
 def test_bad_arguments_exit_nonzero(capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", "--nope"])

@@ -18,12 +18,13 @@ class ScriptedEngine(HFEngine):
         self.script = script
         self.calls: list[int] = []  # batch sizes, one per generate call
 
-    def generate(self, layouts, *, policy, config, max_new_tokens, evidence=None):
+    def generate(self, layouts, *, policy, config, max_new_tokens, evidence=None,
+                 bound_sections=True):
         self.calls.append(len(layouts))
         texts = [self.script(lay) for lay in layouts]
         return generate(self.model, self.tokenizer, layouts, policy=policy, config=config,
                         max_new_tokens=max_new_tokens, evidence=evidence,
-                        **forcing(self.tokenizer, texts, layouts))
+                        bound_sections=bound_sections, **forcing(self.tokenizer, texts, layouts))
 
 
 def ideal_script(tokenizer: Any, samples: list[Any]) -> Any:

@@ -121,6 +121,28 @@ def test_resume_refuses_other_configuration(tmp_path, tokenizer, llama):
     assert cfg["policies"] == ["full", "dac"]
 
 
+def test_bound_sections_reaches_the_engine_and_is_part_of_a_runs_identity(
+        tmp_path, tokenizer, llama):
+    seen = []
+
+    class Recording(ScriptedEngine):
+        def generate(self, layouts, **kw):
+            seen.append(kw["bound_sections"])
+            return super().generate(layouts, **kw)
+
+    eng = Recording(llama, tokenizer, lambda lay: "[[global]] 1")
+    run_eval(eng, _config(tasks=["passkey"], policies=["dac"], samples=1, bound_sections=False),
+             tmp_path, progress=False)
+    assert seen == [False]
+    assert json.loads((tmp_path / "config.json").read_text())["bound_sections"] is False
+    with pytest.raises(ValueError, match="different bound_sections"):
+        run_eval(eng, _config(tasks=["passkey"], policies=["full", "dac"], samples=1),
+                 tmp_path, progress=False)
+    run_eval(eng, _config(tasks=["passkey"], policies=["full", "dac"], samples=1,
+                          bound_sections=False), tmp_path, progress=False)
+    assert seen == [False, False]
+
+
 def test_malformed_directives_count_against_adherence(tmp_path, tokenizer, llama):
     eng = ScriptedEngine(llama, tokenizer, lambda lay: "[[focus S99]] 12345 [[zoom]]")
     m = run_eval(eng, _config(tasks=["passkey"], policies=["dac"], samples=1), tmp_path,

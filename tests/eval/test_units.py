@@ -49,6 +49,9 @@ def test_config_validation():
     assert c.tasks[0] == "niah_single_noise" and c.lengths == [1024]
     assert c.new_tokens("passkey") > 0 and c.seeds() == list(range(10))
     assert EvalConfig.from_dict(c.to_dict()) == c
+    assert c.bound_sections and c.identity()["bound_sections"] is True
+    old = {k: v for k, v in c.to_dict().items() if k != "bound_sections"}
+    assert EvalConfig.from_dict(old).bound_sections is False  # runs from before the bound
     with pytest.raises(ValueError, match="samples"):
         EvalConfig(model="m", tasks="all", lengths="1k", policies="full", samples=0)
     with pytest.raises(ValueError, match="block_size"):

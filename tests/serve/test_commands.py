@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from dac.cli import main
-from dac.engines.vllm.options import DACOptionError
-from dac.serve.middleware import merge_options
+from dac.engines.vllm.options import DACOptionError, parse_options
+from dac.protocol import build_prompt
+from dac.protocol.constraint import banned_token_ids
+from dac.serve.middleware import bound_sections, merge_options
 
 
 def test_serve_refuses_bad_arguments(tmp_path, capsys):
@@ -40,3 +42,37 @@ def test_merge_options():
     assert merge_options({"dac": False, "vllm_xargs": {"x": 1}}) == {"x": 1, "dac": 0}
     with pytest.raises(DACOptionError):
         merge_options({"vllm_xargs": [1]})
+
+
+def test_middleware_bounds_sections(protocol_tokenizer, tokenizer):
+    """allowed_token_ids = vocabulary minus the directive tokens of missing sections; the count
+    from dac_sections, else from the markers of the prompt or messages."""
+    tok, vocab = protocol_tokenizer, 500
+    lay = build_prompt(tok, [f"the river {i} runs past the mill" for i in range(8)], "Which?")
+    banned = banned_token_ids(tok, 8)
+    assert banned
+
+    def allowed(data, **xargs):
+        opts = parse_options({"dac": 1, **xargs})
+        got = bound_sections(data, opts, tok, vocab)
+        return None if got is None else set(range(vocab)) - set(got)
+
+    assert allowed({"prompt": lay.text}) == banned
+    assert allowed({"prompt": lay.input_ids}) == banned
+    assert allowed({"prompt": [lay.text, "Document:\n[S1] a\n\nQuestion: b"]}) == banned
+    assert allowed({"messages": [{"role": "system", "content": "see [S1], [S2]"},
+                                 {"role": "user", "content": lay.text}]}) == banned
+    assert allowed({"prompt": "no markers"}, dac_sections=[0, 4, 4, 9]) == \
+        banned_token_ids(tok, 2)
+    assert allowed({"prompt": "no markers"}) is None  # nothing known: the parser's fallback
+    assert allowed({"prompt": lay.text}, dac_bound_sections=0) is None
+    assert allowed({"prompt": lay.text}, dac_policy="full") is None
+    assert allowed({"prompt": lay.text}, dac_policy="streaming") is None
+    mine = [3, 4, next(iter(banned))]
+    opts = parse_options({"dac": 1})
+    assert bound_sections({"prompt": lay.text, "allowed_token_ids": mine}, opts, tok, vocab) \
+        == [3, 4]
+    assert bound_sections({"prompt": lay.text, "allowed_token_ids": ["x"]}, opts, tok,
+                          vocab) is None  # malformed: left for vLLM to refuse
+    # a tokenizer that spells directives as text: nothing to bound
+    assert bound_sections({"prompt": lay.text}, opts, tokenizer, vocab) is None

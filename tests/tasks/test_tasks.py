@@ -9,7 +9,7 @@ import pytest
 
 from dac.protocol.grammar import Mode, parse_directive
 from dac.tasks import FAMILIES, LENGTH_TOLERANCE, TASKS, make_sample, resolve_tasks, score
-from dac.tasks.core import group
+from dac.tasks.core import SCAN_MISS, group
 
 ALL = sorted(TASKS)
 LENGTHS = (1024, 3000)
@@ -237,6 +237,38 @@ def test_hop_targets_focus_each_step_on_the_section_it_reads(samples):
                 assert score(task, text, s) == 1.0
     s = samples[("niah_multivalue", 1024, 0)]
     assert dataclasses.replace(s, hops=()).hop_target is None
+
+
+def test_a_scan_target_reads_sections_backwards_until_the_last_step(samples):
+    """``stepwise_target(scan=True)``: world_state's room (the holder's last move) is found
+    by reading the sections from the last one backwards, ``none`` for each section before
+    it, one ``[[global]]`` before the scan's first step only; it scores like the ideal answer
+    and never reads a section past the context. Tasks without ``scan_last`` are unchanged."""
+    seen_misses = 0
+    for length in LENGTHS:
+        for seed in (0, 1):
+            s = samples[("world_state", length, seed)]
+            assert s.scan_last
+            text = s.stepwise_target(scan=True)
+            parts = text.split(", ")
+            (k0, holder), (k_last, room) = s.hops
+            assert parts[0] == f"[[focus S{k0}]] {holder}"
+            n = len(s.sections)
+            want = [(k, SCAN_MISS) for k in range(n, k_last, -1)] + [(k_last, room)]
+            got = []
+            for i, part in enumerate(parts[1:]):
+                m = re.fullmatch(r"(\[\[global\]\])?\[\[focus S(\d+)\]\] (.+)", part)
+                assert m and bool(m.group(1)) == (i == 0), part
+                got.append((int(m.group(2)), m.group(3)))
+            assert got == want
+            assert all(not any(sec == k for sec, _, _ in s.evidence) for k, _ in got[:-1])
+            assert score("world_state", text, s) == 1.0
+            seen_misses += len(got) - 1
+    assert seen_misses > 0  # some story's last move is before the last section
+    for task in ALL:
+        if task != "world_state":
+            s = samples[(task, LENGTHS[0], 0)]
+            assert not s.scan_last and s.stepwise_target(scan=True) == s.hop_target
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])

@@ -41,7 +41,10 @@ def test_tables_average_per_cell_and_name_same_cost_baselines():
                rec("passkey", "retrieval", "quest:budget_tokens=700,dense_layers=0", 0, 0.3,
                    union=False)]
     summary = summary_table(records)
-    assert "| retrieval | 4096 | dac | 2 | 50.0% | 0.300 | 100% | 50% | 50% |" in summary
+    # records without ``bound_sections`` predate the section bound: "off"
+    assert "| retrieval | 4096 | dac | 2 | 50.0% | 0.300 | 100% | 50% | 50% | off |" in summary
+    bounded = summary_table([{**r, "bound_sections": True} for r in records])
+    assert "| retrieval | 4096 | dac | 2 | 50.0% | 0.300 | 100% | 50% | 50% | on |" in bounded
     assert "| retrieval | 4096 | quest (same cost) | 1 | 0.0% |" in summary
     lines = summary.splitlines()
     assert lines.index(next(x for x in lines if "| full |" in x)) < lines.index(

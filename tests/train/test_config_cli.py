@@ -196,6 +196,16 @@ def test_per_hop_is_a_boolean():
         TrainConfig.from_dict({"stages": [{**stage, "per_hop": "yes"}]})
 
 
+
+def test_scan_needs_per_hop_and_is_a_boolean():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "per_hop": True, "scan": True}
+    assert TrainConfig.from_dict({"stages": [stage]}).stages[0].scan
+    with pytest.raises(ValueError, match="needs per_hop"):
+        TrainConfig.from_dict({"stages": [{**stage, "per_hop": False}]})
+    with pytest.raises(ValueError, match="scan"):
+        TrainConfig.from_dict({"stages": [{**stage, "scan": 1}]})
+
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 

@@ -101,6 +101,40 @@ def test_merge_joins_runs_and_a_later_record_replaces_an_earlier_one(tmp_path):
     assert rows["full"]["n"] == 1
 
 
+def test_a_remeasured_same_cost_baseline_replaces_the_old_one_whatever_its_budget():
+    """Re-measured, a cell's DAC budget may change, and with it the baselines' parameters:
+    the new streaming record replaces the old one instead of sitting beside it."""
+    from dac.train.evaluate import merge
+
+    plan = {"block_size": 64}
+    a = {"records": [_record("passkey-512-0", "streaming:window=300", 0.0)], "plan": plan}
+    b = {"records": [_record("passkey-512-0", "streaming:window=240", 1.0)], "plan": plan}
+    merged = merge([a, b])
+    assert [r["policy"] for r in merged["records"]] == ["streaming:window=240"]
+    assert merged["summary"][0]["accuracy"] == 1.0
+
+
+def test_the_summary_says_whether_a_cell_was_decoded_with_the_section_bound():
+    from dac.train.evaluate import summarize
+
+    old = _record("passkey-512-0", "dac", 1.0)  # written before the bound existed
+    on = {**_record("passkey-512-1", "dac", 1.0), "bound_sections": True}
+    assert summarize([old])[0]["bound_sections"] is False
+    assert summarize([on])[0]["bound_sections"] is True
+    assert summarize([old, on])[0]["bound_sections"] == "mixed"
+
+
+@pytest.mark.slow
+def test_records_name_the_bound_only_for_policies_that_read_directives():
+    on = evaluate(ASSET, tasks=["passkey"], lengths=[512], n=1, batch=1, device="cpu",
+                  same_cost=False, log=lambda *_: None)
+    assert {r["policy"]: r["bound_sections"] for r in on["records"]} == {
+        "full": False, "dac": True}
+    off = evaluate(ASSET, tasks=["passkey"], lengths=[512], n=1, batch=1, device="cpu",
+                   same_cost=False, bound_sections=False, log=lambda *_: None)
+    assert {r["bound_sections"] for r in off["records"]} == {False}
+
+
 def test_merging_runs_under_different_plans_is_refused(tmp_path, capsys):
     import json
 
@@ -169,3 +203,21 @@ def test_adherence_is_judged_on_the_declaration_the_answer_is_written_under():
     row = summarize([old, {**old, "mode_ok": False, "exact": False}])[0]
     assert "exact_first" not in row
     assert row["mode_adherence"] == 0.5 and row["exact_directive"] == 0.5
+
+
+@pytest.mark.slow
+def test_the_fast_engine_writes_the_reference_engines_records():
+    """``engine="fast"`` (FastDecoder) gives the same records, baselines included, as the
+    reference engine; only the evidence recall, which it does not trace, is missing."""
+    kw = dict(tasks=["passkey", "world_state"], lengths=[512], n=2, batch=2, device="cpu",
+              log=lambda *_: None)
+    ref = evaluate(ASSET, **kw)
+    fast = evaluate(ASSET, engine="fast", **kw)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("recall", "engine")}  # noqa: E731
+    assert [strip(r) for r in fast["records"]] == [strip(r) for r in ref["records"]]
+    assert {r["policy"].split(":")[0] for r in fast["records"]} == {
+        "full", "dac", "streaming", "quest"}
+    assert {r["engine"] for r in fast["records"]} == {"fast"}
+    assert all(r["recall"] is None for r in fast["records"])
+    with pytest.raises(ValueError, match="engine must be one of"):
+        evaluate(ASSET, engine="vllm", **kw)

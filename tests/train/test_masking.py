@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -15,6 +16,7 @@ from dac.planning.blocks import PlanConfig, plan_dac
 from dac.protocol.context import build_prompt
 from dac.protocol.grammar import Directive, Mode, parse_directive
 from dac.protocol.prompt import SYSTEM_PROMPT
+from dac.tasks import make_sample
 from dac.train.data import collate, directive_close, directive_span, make_example
 from dac.train.masking import (
     ATTN_IMPLEMENTATION, AnswerMask, dense_mask, directive_schedule, register,
@@ -182,6 +184,30 @@ def test_a_stepwise_answer_weights_every_focus_and_masks_each_step_under_its_own
     assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.target and not plain.more_heads
 
 
+def test_a_scan_target_is_trained_step_by_step_under_each_section(tok):
+    """``scan``: world_state's stepwise answer with its backward scan; every focus weighted,
+    each step's rows under its own section, only the scan's first step after a global one."""
+    s = make_sample("world_state", tok, 1024, 3, sections=12)
+    text = s.stepwise_target(scan=True)
+    assert text.count("[[global]]") == 1 and "none" in text  # this seed's move is not in S12
+    ex = make_example(s, tok, CFG, dense=False, per_hop=True, scan=True)
+    lay = build_prompt(tok, s.sections, s.question)
+    target = ex.ids[ex.prompt_len:-1]
+    assert tok.decode(target) == text
+    sched = directive_schedule(tok, target, lay.num_sections)
+    focuses = [(i, d) for i, d in sched if d.mode is Mode.FOCUS]
+    assert [d.sections()[0] for _, d in focuses] == [
+        int(k) for k in re.findall(r"focus S(\d+)", text)]
+    assert [(ex.head_from, ex.head), *ex.more_heads] == [(i, i + 1) for i, _ in focuses]
+    for r, row in enumerate(ex.mask.rows):
+        q = ex.mask.start + r
+        i = q - lay.prompt_len
+        d = [d for j, d in sched if j <= i][-1]
+        assert row == plan_dac(d, lay, q + 1, CFG)
+    plain = make_example(s, tok, CFG, dense=False, per_hop=True)
+    assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.hop_target
+
+
 def test_batched_mask_equals_rows_built_one_by_one(tok):
     exs = [make_example(_sample(d), tok, CFG, dense=dense)
            for d, dense in [("[[focus S3]]", False), ("[[local]]", False), ("[[global]]", False),
@@ -267,8 +293,9 @@ def test_training_logits_equal_dac_decode_logits(tok, directive):
     target = ex.ids[lay.prompt_len:]
     rec = Record()
     procs = LogitsProcessorList([rec, ForceText([target], lay.prompt_len)])
+    # raw logits: the section bound would set S9-S12 (past this 8-section prompt) to -inf
     generate(model, tok, [lay], policy="dac", config=CFG, max_new_tokens=len(target),
-             logits_processor=procs)
+             logits_processor=procs, bound_sections=False)
     decoded = torch.stack([x[0] for x in rec.scores])  # [T, V], step t predicts target[t]
 
     register()

@@ -66,6 +66,23 @@ def test_options_errors(extra, msg):
         parse_options(extra, kernel_block_size=64)
 
 
+def test_bound_sections_option(tokenizer):
+    from dac.engines.vllm.options import bounded_allowed_ids
+
+    extra = to_extra_args(layout(tokenizer), CFG, "dac")
+    assert extra["dac_bound_sections"] == 1 and parse_options(extra).bound_sections
+    assert to_extra_args(layout(tokenizer), CFG, "dac", bound_sections=False)[
+        "dac_bound_sections"] == 0
+    assert parse_options({"dac": 1}).bound_sections
+    assert not parse_options({"dac_bound_sections": "off"}).bound_sections
+    with pytest.raises(DACOptionError, match="dac_bound_sections"):
+        parse_options({"dac_bound_sections": 2})
+    assert bounded_allowed_ids(frozenset({1, 3}), 5) == [0, 2, 4]
+    assert bounded_allowed_ids(frozenset(), 5) is None
+    assert bounded_allowed_ids(frozenset({1, 3}), 5, [3, 4]) == [4]
+    assert bounded_allowed_ids(frozenset({1, 3}), 5, [3]) is None  # vLLM refuses an empty list
+
+
 def test_spans_beyond_prompt_rejected():
     opts = parse_options({"dac_sections": [0, 50]})
     with pytest.raises(DACOptionError, match="beyond the prompt"):

@@ -18,7 +18,10 @@ class Engine(Protocol):
 
     def generate(self, layouts: list[PromptLayout], *, policy: str | Policy,
                  config: PlanConfig, max_new_tokens: int,
-                 evidence: list[list[Span]] | None = None) -> list[GenerationResult]: ...
+                 evidence: list[list[Span]] | None = None,
+                 bound_sections: bool = True) -> list[GenerationResult]:
+        """``bound_sections``: section-bounded decoding (:mod:`dac.protocol.constraint`)."""
+        ...
 
 
 class HFEngine:
@@ -30,8 +33,10 @@ class HFEngine:
         self.model = model
         self.tokenizer = tokenizer
 
-    def generate(self, layouts, *, policy, config, max_new_tokens, evidence=None):
+    def generate(self, layouts, *, policy, config, max_new_tokens, evidence=None,
+                 bound_sections=True):
         from .hf.generate import generate
 
         return generate(self.model, self.tokenizer, layouts, policy=policy, config=config,
-                        max_new_tokens=max_new_tokens, evidence=evidence)
+                        max_new_tokens=max_new_tokens, evidence=evidence,
+                        bound_sections=bound_sections)

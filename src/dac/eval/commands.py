@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..commands import add_plan_args, plan_config
+from ..commands import add_bound_arg, add_plan_args, plan_config
 
 
 def add_parser(sub: Any) -> None:
@@ -34,6 +34,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="run folder (created; resumed if it exists)")
     p.add_argument("--report", action="store_true", help="also write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_bound_arg(p)
     add_plan_args(p)
     p.set_defaults(handler=run_eval_command)
 
@@ -88,7 +89,7 @@ def run_eval_command(args: argparse.Namespace) -> int:
     config = EvalConfig(model=str(args.model), tasks=args.tasks, lengths=args.lengths,
                         policies=args.policies, samples=args.samples, seed=args.seed,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                        engine=args.engine,
+                        engine=args.engine, bound_sections=args.bound_sections,
                         plan=dataclasses.asdict(plan),
                         prompt=load_prompt_options(args.model) if Path(args.model).is_dir()
                         else {},

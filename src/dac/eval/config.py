@@ -99,6 +99,8 @@ class EvalConfig:
     #: :func:`dac.models.weights_fingerprint` of the model directory ("" for none): a run is
     #: not resumed with other weights at the same path
     weights: str = ""
+    #: section-bounded decoding (:mod:`dac.protocol.constraint`); ``--no-bound-sections``
+    bound_sections: bool = True
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -130,6 +132,7 @@ class EvalConfig:
         """The fields a finished cell's results depend on (besides its task, length, policy)."""
         return {"model": self.model, "samples": self.samples, "seed": self.seed,
                 "max_new_tokens": self.max_new_tokens, "engine": self.engine, "plan": self.plan,
+                "bound_sections": self.bound_sections,
                 **({"prompt": self.prompt} if self.prompt else {}),
                 **({"weights": self.weights} if self.weights else {})}
 
@@ -139,4 +142,5 @@ class EvalConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EvalConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        # a run written before section-bounded decoding existed decoded without it
+        return cls(**{"bound_sections": False, **{k: v for k, v in d.items() if k in names}})

@@ -292,7 +292,9 @@ figure {{ margin: 1.5em 0; }}
 <p>model <code>{e(config['model'])}</code> &middot; engine {e(config.get('engine', 'hf'))}
 &middot; {len(config['tasks'])} tasks &middot; lengths {e(', '.join(map(str, config['lengths'])))}
 &middot; policies {e(', '.join(config['policies']))} &middot; samples per cell: {config['samples']}
-&middot; block size {config['plan']['block_size']}<br><small>{e(versions)}</small></p>
+&middot; block size {config['plan']['block_size']}
+&middot; focus bounded to existing sections: {"yes" if config.get('bound_sections') else "no"}
+<br><small>{e(versions)}</small></p>
 <h2>Accuracy versus attention cost</h2>
 <img src="accuracy_vs_cost.png" alt="accuracy versus attention cost">
 <h2>Accuracy versus length</h2>

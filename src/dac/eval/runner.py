@@ -120,7 +120,8 @@ def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: 
             evidence = [s.evidence_spans(lay) for s, lay in zip(batch, layouts)]
             t0 = time.perf_counter()
             results = engine.generate(layouts, policy=policy, config=cfg,
-                                      max_new_tokens=config.new_tokens(task), evidence=evidence)
+                                      max_new_tokens=config.new_tokens(task), evidence=evidence,
+                                      bound_sections=config.bound_sections)
             wall = time.perf_counter() - t0
             for s, lay, ev, res in zip(batch, layouts, evidence, results):
                 rec = make_record(s, lay, ev, res, policy, cfg.block_size, wall / len(batch))

@@ -37,6 +37,10 @@ class Policy(ABC):
 
     name: ClassVar[str] = "full"
     query_aware: ClassVar[bool] = False
+    #: the plan depends on the model's directives; engines then bound focus directives to the
+    #: prompt's sections (:mod:`dac.protocol.constraint`). Policies that ignore directives
+    #: leave the model's text as it is, so they measure the unconstrained model.
+    reads_directives: ClassVar[bool] = False
 
     def reset(self, batch_size: int) -> None:
         """Called at the start of each generation (prefill); per-sequence state goes here."""
@@ -71,6 +75,7 @@ class DACPolicy(Policy):
     """The model's own declarations decide (see :func:`~dac.planning.blocks.plan_dac`)."""
 
     name: ClassVar[str] = "dac"
+    reads_directives: ClassVar[bool] = True
 
     def plan(self, state: SequenceState, cfg: PlanConfig) -> list[int]:
         return plan_dac(state.directive, state.layout, state.length, cfg)

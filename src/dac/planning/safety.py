@@ -82,6 +82,10 @@ class SafetyNet(Policy):
     def query_aware(self) -> bool:
         return self.inner.query_aware
 
+    @property  # type: ignore[override]
+    def reads_directives(self) -> bool:
+        return True  # it watches the directive in force, whatever the inner policy plans
+
     def __getattr__(self, key: str) -> Any:
         # budget, dense_layers, budget_blocks, ... of the inner policy (engines read them)
         if key.startswith("_") or key == "inner":

@@ -6,6 +6,12 @@ On ``POST /v1/completions`` and ``/v1/chat/completions``:
   or from a top-level ``"dac": {...}`` object (same keys, with or without the ``dac_`` prefix),
   validated, and written back to ``vllm_xargs``; a malformed option is answered with HTTP 400
   and a one-line message before the request reaches the engine.
+* section-bounded decoding (``dac_bound_sections``, default 1; policies that read directives):
+  the directive tokens naming a section the prompt lacks are left out of the request's
+  ``allowed_token_ids`` (:mod:`dac.protocol.constraint`). The section count comes from
+  ``dac_sections``, else from the ``[S1]``, ``[S2]``... markers of the prompt text or messages
+  (several prompts in one request: the largest count, which bans nothing any of them may use);
+  with no markers found nothing is bounded and the parser's fallback applies;
 * ``return_token_ids`` is turned on so that the server sees the prompt and generated token ids;
   each choice of the response (the non-streamed body, or the streamed chunk that carries its
   ``finish_reason``) gets a ``"dac"`` object: the directive timeline and the KV read, from a
@@ -22,8 +28,10 @@ import json
 import os
 from typing import Any
 
-from ..engines.vllm.options import DACOptionError, DACOptions, parse_options
+from ..engines.vllm.layout import marker_starts
+from ..engines.vllm.options import DACOptionError, DACOptions, bounded_allowed_ids, parse_options
 from ..engines.vllm.tracker import eos_token_ids, replay
+from ..protocol.constraint import banned_token_ids
 
 PATHS = ("/v1/completions", "/v1/chat/completions")
 
@@ -52,6 +60,12 @@ def merge_options(data: dict[str, Any]) -> dict[str, Any]:
 class _Tokenizer:
     _tok: Any = None
     _eos: set[int] = set()
+    _vocab: int = 0  # the model's vocabulary (logits width): allowed_token_ids stay below it
+
+    @classmethod
+    def vocab_size(cls) -> int:
+        cls.get()
+        return cls._vocab
 
     @classmethod
     def get(cls) -> tuple[Any, set[int]]:
@@ -74,7 +88,54 @@ class _Tokenizer:
             except Exception:  # noqa: BLE001
                 cfg = None
             cls._eos = eos_token_ids(cls._tok, gen, cfg)
+            text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+            cls._vocab = int(getattr(text, "vocab_size", None) or len(cls._tok))
         return cls._tok, cls._eos
+
+
+def _prompt_texts(data: dict[str, Any], tokenizer: Any) -> list[str]:
+    """The texts of a request's prompts (token-id prompts decoded; a chat's messages joined)."""
+    if "messages" in data:
+        parts = []
+        for m in data.get("messages") or []:
+            c = m.get("content") if isinstance(m, dict) else None
+            if isinstance(c, str):
+                parts.append(c)
+            elif isinstance(c, list):
+                parts += [p["text"] for p in c if isinstance(p, dict)
+                          and isinstance(p.get("text"), str)]
+        return ["\n\n".join(parts)]
+    prompt = data.get("prompt")
+    prompts = prompt if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) \
+        else [prompt]
+    out = []
+    for p in prompts:
+        if isinstance(p, str):
+            out.append(p)
+        elif isinstance(p, list) and all(isinstance(t, int) for t in p):
+            out.append(tokenizer.decode(p, skip_special_tokens=False))
+    return out
+
+
+def bound_sections(data: dict[str, Any], opts: DACOptions, tokenizer: Any,
+                   vocab_size: int) -> list[int] | None:
+    """The ``allowed_token_ids`` that bound a request's focus directives to its sections, or
+    ``None`` to leave the request as it is (bound off, a policy that ignores directives, no
+    section count, or a tokenizer without directive tokens)."""
+    if not (opts.bound_sections and opts.policy.reads_directives):
+        return None
+    if opts.sections is not None:
+        n = len(opts.sections)
+    else:
+        counts = [len(marker_starts(t)) for t in _prompt_texts(data, tokenizer)]
+        n = max(counts, default=0)
+        if n == 0:
+            return None
+    allowed = data.get("allowed_token_ids")
+    if allowed is not None and not (isinstance(allowed, list) and allowed
+                                    and all(type(t) is int for t in allowed)):
+        return None  # the client's own malformed list: vLLM answers it
+    return bounded_allowed_ids(banned_token_ids(tokenizer, n), vocab_size, allowed)
 
 
 def metadata(opts: DACOptions, prompt_ids: list[int], token_ids: list[int]) -> dict[str, Any]:
@@ -147,6 +208,9 @@ class DACMiddleware:
         keep_ids = bool(data.get("return_token_ids"))
         data.pop("dac", None)
         data["vllm_xargs"] = xargs
+        allowed = bound_sections(data, opts, _Tokenizer.get()[0], _Tokenizer.vocab_size())
+        if allowed is not None:
+            data["allowed_token_ids"] = allowed
         data["return_token_ids"] = True
         new_body = json.dumps(data).encode()
         headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-length"]

@@ -42,7 +42,7 @@ TASKS: dict[str, TaskSpec] = {s.name: s for s in [
     _spec(multi.niah_multiquery, "multi", match_all, 64),
     _spec(multi.variable_tracking, "multi", match_all, 48),
     _spec(multi.chained_facts, "multi", match_all, 48),  # room for a stepwise answer
-    _spec(multi.world_state, "multi", match_all, 24),
+    _spec(multi.world_state, "multi", match_all, 64),
     # global aggregation (global)
     _spec(aggregation.common_words, "aggregation", match_all, 96, "rare words"),
     _spec(aggregation.frequent_words, "aggregation", match_all, 48, "coded words"),

@@ -49,6 +49,8 @@ class Sample:
     #: (variable_tracking), the chain's keys then its value (chained_facts), the holder then
     #: the room (world_state); empty for the other families
     hops: tuple[tuple[int, str], ...] = ()
+    #: the last hop can be found by a backward scan (:meth:`stepwise_target`)
+    scan_last: bool = False
 
     @property
     def answer_text(self) -> str:
@@ -83,17 +85,32 @@ class Sample:
 
     @property
     def hop_target(self) -> str | None:
+        return self.stepwise_target()
+
+    def stepwise_target(self, scan: bool = False) -> str | None:
         """The answer one step at a time, each step under a focus on the one section it reads,
         each focus after the first chosen by a step that reads everything:
         ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the step before a
         ``[[global]]`` reads only the previous step's section). A chain's keys are written out
         (``[[focus S1]] the red fox, [[global]][[focus S3]] the old mill, [[global]][[focus
         S3]] 2794554``), so finding the next step is a match on the words just written.
+        ``scan`` (for a sample with :attr:`scan_last`): the last step reads the sections from
+        the context's last one backwards, one step each, writing ``SCAN_MISS`` for each section
+        that does not hold its evidence; only the scan's first step follows a ``[[global]]``,
+        each next section is chosen under the previous one's focus (``[[focus S3]] Mary,
+        [[global]][[focus S8]] none, [[focus S7]] the kitchen``). "The latest of several
+        matching sentences" becomes "is it in this section?", a match inside one section.
         ``None`` for samples without :attr:`hops`."""
         if not self.hops:
             return None
-        return ", ".join(f"{'[[global]]' if i else ''}[[focus S{sec}]] {text}"
-                         for i, (sec, text) in enumerate(self.hops))
+        steps = [(sec, text, i > 0) for i, (sec, text) in enumerate(self.hops)]
+        if scan and self.scan_last:
+            sec, text, _ = steps.pop()
+            last = len(self.sections)
+            steps += [(k, SCAN_MISS, k == last) for k in range(last, sec, -1)]
+            steps.append((sec, text, sec == last))
+        return ", ".join(f"{'[[global]]' if fresh else ''}[[focus S{sec}]] {text}"
+                         for sec, text, fresh in steps)
 
     @property
     def id(self) -> str:
@@ -136,6 +153,13 @@ class Draft:
     #: the answer as steps, each read from one evidence span: ``(index into evidence, text
     #: written)`` in answer order (:attr:`Sample.hops`); empty when not a stepwise answer
     hops: list[tuple[int, str]] = field(default_factory=list)
+    #: the last hop is the latest of several matching sentences (world_state: the holder's
+    #: last move), which a backward scan finds (:meth:`Sample.stepwise_target`)
+    scan_last: bool = False
+
+
+#: what a backward-scan step writes for a section that does not hold its evidence
+SCAN_MISS = "none"
 
 
 Generator = Callable[[random.Random, int, int], Draft]
@@ -242,7 +266,8 @@ def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int,
     return Sample(task=spec.name, length=length, seed=seed, sections=sections,
                   question=draft.question, answers=list(draft.answers), evidence=evidence,
                   directive=directive, target=f"{directive.render()} {draft.answer_text}",
-                  family=spec.family, lead=draft.lead, hops=hops)
+                  family=spec.family, lead=draft.lead, hops=hops,
+                  scan_last=draft.scan_last)
 
 
 def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int,

@@ -127,4 +127,4 @@ def world_state(rng: random.Random, n: int, length: int) -> Draft:
     q = f"Where is the {obj} at the end of the story? Answer with the room only."
     ev = [(pos[pick_at], 0, len(texts[pick_at])), (pos[final], 0, len(texts[final]))]
     return Draft(units, ev, q, [answer], f"the {answer}",
-                 hops=[(0, holder), (1, f"the {answer}")])
+                 hops=[(0, holder), (1, f"the {answer}")], scan_last=True)

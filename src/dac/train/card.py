@@ -15,6 +15,8 @@ from typing import Any
 from .evaluate import summarize
 
 _SAME_COST = ("quest", "streaming")
+#: whether a cell was decoded with the section bound (``dac.protocol.constraint``)
+_BOUND = {True: "on", False: "off", "mixed": "mixed"}
 
 
 def _pct(x: float) -> str:
@@ -36,20 +38,22 @@ def exact_sections(record: dict[str, Any]) -> bool:
 
 def summary_table(records: list[dict[str, Any]]) -> str:
     """Per (family, length, policy) with :func:`dac.train.evaluate.summarize`'s definitions;
-    ``exact sections`` is ``exact_union`` (focus tasks only)."""
+    ``exact sections`` is ``exact_union`` (focus tasks only); ``section bound``: decoded with
+    the engine's section bound (records from before it existed: off)."""
     order = {"full": 0, "dac": 1, "quest": 2, "streaming": 3}
     fams = {"retrieval": 0, "multi": 1, "aggregation": 2, "local": 3}
     rows = sorted(summarize(records), key=lambda r: (fams.get(r["family"], 9), r["length"],
                                                      order.get(r["policy"], 9)))
     out = ["| family | length | policy | n | accuracy | KV read | mode adherence "
-           "| exact directive (last) | exact sections (all focuses) |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| exact directive (last) | exact sections (all focuses) | section bound |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pol = r["policy"] + (" (same cost)" if r["policy"] in _SAME_COST else "")
         union = _rate(r["exact_union"]) if "exact_union" in r else "-"
         out.append(f"| {r['family']} | {r['length']} | {pol} | {r['n']} | "
                    f"{_pct(r['accuracy'])} | {r['kv_fraction']:.3f} | "
-                   f"{_rate(r['mode_adherence'])} | {_rate(r['exact_directive'])} | {union} |")
+                   f"{_rate(r['mode_adherence'])} | {_rate(r['exact_directive'])} | {union} | "
+                   f"{_BOUND[r['bound_sections']]} |")
     return "\n".join(out)
 
 

@@ -74,6 +74,16 @@ class Stage:
     #: directive: ideal answers read 22-25% / 14-17% of the KV at 4K / 8K this way, 41-69% /
     #: 36-45% with one focus over all the answer's sections (docs/training.md, "Tenth run")
     per_hop: bool = False
+    #: with ``per_hop``, a stepwise answer whose last step is the latest of several matching
+    #: sentences (world_state: the holder's last move) finds it by a backward scan, one
+    #: section a step, ``none`` where it is not (``Sample.stepwise_target(scan=True)``:
+    #: ``[[focus S3]] Mary, [[global]][[focus S8]] none, [[focus S7]] the kitchen``)
+    scan: bool = False
+    #: deepen the model to this many layers as the stage starts (``dac.train.grow``: copies of
+    #: trained layers with zeroed output projections, so the logits are unchanged and the new
+    #: blocks train from there); needs ``restart`` (the optimizer is built anew for the new
+    #: parameters). A no-op when the model already has that many layers
+    grow_layers: int | None = None
 
     @property
     def lo(self) -> int:
@@ -175,6 +185,7 @@ class TrainConfig:
             raise ValueError("question_first must be true or false")
         if not self.stages:
             raise ValueError("the config names no curriculum stages")
+        depth = self.model.layers  # the model's layers at each stage, as grow_layers sets them
         for s in self.stages:
             # a task prompt needs room for its sections; a copy sequence only for two spans
             shortest = 16 if s.kind == "copy" else 64
@@ -202,6 +213,16 @@ class TrainConfig:
             if not 0.0 <= s.sections_fraction <= 1.0:
                 raise ValueError("sections_fraction must lie in [0, 1]")
             _check_lead(s, self.answer_leads)
+            if s.grow_layers is not None:
+                if not isinstance(s.grow_layers, int) or isinstance(s.grow_layers, bool):
+                    raise ValueError("a stage's grow_layers must be a whole number of layers")
+                if not s.restart:
+                    raise ValueError("a stage that grows the model starts a new optimizer: "
+                                     "set restart: true")
+                if s.grow_layers < depth:
+                    raise ValueError(f"grow_layers {s.grow_layers} would shrink a model of "
+                                     f"{depth} layers")
+                depth = s.grow_layers
             if s.sections is not None and (
                     len(s.sections) != 2 or not all(isinstance(k, int) for k in s.sections)
                     or not 1 <= s.sections[0] <= s.sections[1] <= self.tokenizer.max_sections):
@@ -225,6 +246,10 @@ def _check_lead(s: Stage, answer_leads: bool) -> None:
         raise ValueError("a stage's lead_first must be true or false")
     if not isinstance(s.per_hop, bool):
         raise ValueError("a stage's per_hop must be true or false")
+    if not isinstance(s.scan, bool):
+        raise ValueError("a stage's scan must be true or false")
+    if s.scan and not s.per_hop:
+        raise ValueError("scan changes how a stepwise answer ends: it needs per_hop")
     if s.lead_first and not answer_leads:
         raise ValueError("lead_first moves the answer's lead: it needs answer_leads")
     if not s.lead_directive:

@@ -19,6 +19,7 @@ import torch
 from ..engines.hf import generate
 from ..models import load_prompt_options
 from ..planning.blocks import PlanConfig
+from ..planning.policies import get_policy
 from ..protocol.grammar import DirectiveError, Mode, parse_directive
 from ..tasks import TASKS, make_sample, score
 from ..tasks.core import directive_for
@@ -52,18 +53,45 @@ def adherence(sample: Any, result: Any) -> dict[str, Any]:
                 for k in e.applied.sections()} == set(want.sections())}
 
 
+#: the engines a cell can run on: the reference HF engine (model.generate + hooks; records the
+#: evidence recall of every step) or :class:`dac.engines.hf.fast.FastDecoder` (static cache,
+#: FlexAttention, CUDA graphs on a GPU; the same results on CPU, tested; no recall)
+ENGINES = ("hf", "fast")
+
+
 def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanConfig,
-             max_new: int, batch: int, prompt: dict[str, Any] | None = None
-             ) -> list[dict[str, Any]]:
-    """``prompt``: :func:`dac.protocol.build_prompt` options the model was trained with."""
+             max_new: int, batch: int, prompt: dict[str, Any] | None = None,
+             bound_sections: bool = True, engine: str = "hf") -> list[dict[str, Any]]:
+    """``prompt``: :func:`dac.protocol.build_prompt` options the model was trained with;
+    ``bound_sections``: the engine's section bound (:mod:`dac.protocol.constraint`), recorded
+    in each record (records written before the bound existed lack the key: unbounded);
+    ``engine``: one of :data:`ENGINES`."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     tok.padding_side = "left"
+    # the bound applies to policies that read directives (dac), not to the baselines
+    bounded = bound_sections and get_policy(policy).reads_directives
+    all_layouts = [s.layout(tok, **(prompt or {})) for s in samples]
+    decoders: dict[int, Any] = {}  # fast engine: one decoder per batch size, reused
+    width = max((lay.prompt_len for lay in all_layouts), default=0) + max_new
     out = []
     for i in range(0, len(samples), batch):
         chunk = samples[i:i + batch]
-        layouts = [s.layout(tok, **(prompt or {})) for s in chunk]
-        evidence = [s.evidence_spans(lay) for s, lay in zip(chunk, layouts)]
-        res = generate(model, tok, layouts, policy=policy, config=cfg, max_new_tokens=max_new,
-                       evidence=evidence)
+        layouts = all_layouts[i:i + batch]
+        if engine == "fast":
+            from ..engines.hf.fast import FastDecoder
+
+            dec = decoders.get(len(chunk))
+            if dec is None:
+                dec = decoders[len(chunk)] = FastDecoder(
+                    model, batch_size=len(chunk), max_len=width, policy=policy, config=cfg)
+            res = dec.generate(tok, layouts, max_new_tokens=max_new,
+                               bound_sections=bound_sections)
+        else:
+            evidence = [s.evidence_spans(lay) for s, lay in zip(chunk, layouts)]
+            res = generate(model, tok, layouts, policy=policy, config=cfg,
+                           max_new_tokens=max_new, evidence=evidence,
+                           bound_sections=bound_sections)
         for s, r in zip(chunk, res):
             recalls = [st.recall for st in r.steps if st.recall is not None]
             out.append({"id": s.id, "task": s.task, "family": s.family, "length": s.length,
@@ -71,7 +99,7 @@ def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanCon
                         "answer": r.answer[:120], "fraction": r.fraction,
                         "read_per_step": r.kv_read / max(1, len(r.steps)),
                         "recall": sum(recalls) / len(recalls) if recalls else None,
-                        **adherence(s, r)})
+                        "bound_sections": bounded, "engine": engine, **adherence(s, r)})
     return out
 
 
@@ -96,13 +124,17 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     in force at the end of the output, the one the answer is written under (a lead-in format,
     ``[[local]] lead [[global]][[focus S3]] value``, declares three times; most outputs once).
     ``exact_first``: the first declaration is the ideal one; ``exact_union`` (focus tasks):
-    all focuses together name the ideal sections."""
+    all focuses together name the ideal sections. ``bound_sections``: whether the cell's
+    answers were decoded with the section bound (``"mixed"`` if its records differ; a record
+    without the key predates the bound)."""
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         cells[(r["family"], r["length"], r["policy"].split(":")[0])].append(r)
     rows = []
     for (fam, length, pol), rs in sorted(cells.items()):
+        bound = {bool(r.get("bound_sections", False)) for r in rs}
         rows.append({"family": fam, "length": length, "policy": pol, "n": len(rs),
+                     "bound_sections": bound.pop() if len(bound) == 1 else "mixed",
                      "accuracy": round(sum(r["score"] for r in rs) / len(rs), 4),
                      "kv_fraction": round(sum(r["fraction"] for r in rs) / len(rs), 4),
                      "mode_adherence": round(sum(final_mode_ok(r) for r in rs) / len(rs), 4),
@@ -120,7 +152,9 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One result from several runs (cells split over GPUs or time-limited calls): a later
-    run's record for the same prompt and policy replaces an earlier one."""
+    run's record for the same prompt and policy replaces an earlier one. A same-cost baseline
+    is one policy whatever its parameters (``streaming:window=...``): re-measured, a cell's
+    DAC budget may change, and the baseline run at the new budget replaces the old one."""
     records: dict[tuple[str, str], dict[str, Any]] = {}
     plans = {json.dumps([r.get("plan"), r.get("prompt", {})], sort_keys=True) for r in results}
     if len(plans) > 1:
@@ -128,7 +162,7 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
                          + " / ".join(sorted(plans)))
     for res in results:
         for r in res["records"]:
-            records[(r["id"], r["policy"])] = r
+            records[(r["id"], r["policy"].split(":")[0])] = r
     out = list(records.values())
     first = results[0] if results else {}
     return {"records": out, "summary": summarize(out), "plan": first.get("plan"),
@@ -138,9 +172,14 @@ def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
 def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: int,
              seed0: int = 0, batch: int = 16, device: str | None = None,
              same_cost: bool = True, time_limit: float | None = None,
-             sections: int | None = None, log: Any = print) -> dict[str, Any]:
+             sections: int | None = None, bound_sections: bool = True,
+             engine: str = "hf", log: Any = print) -> dict[str, Any]:
     """``sections``: cut every context into this many sections instead of the suite's one per
-    512 tokens (how well the model names sections it rarely sees at the default)."""
+    512 tokens (how well the model names sections it rarely sees at the default);
+    ``bound_sections``: decode with the engine's section bound (its default); ``engine``:
+    ``"hf"`` (the reference engine) or ``"fast"`` (:class:`dac.engines.hf.fast.FastDecoder`)."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     from ..models import load
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -164,13 +203,15 @@ def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: 
             max_new = TASKS[task].max_new_tokens
             cell = {}
             for pol in ("full", "dac"):
-                cell[pol] = run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt)
+                cell[pol] = run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt,
+                                     bound_sections, engine)
                 records += cell[pol]
             if same_cost and TASKS[task].family in ("retrieval", "multi"):
                 budget = sum(r["read_per_step"] for r in cell["dac"]) / len(cell["dac"])
                 for pol in (f"streaming:window={max(cfg.block_size, int(budget - cfg.sink_tokens))}",
                             f"quest:budget_tokens={max(cfg.block_size, int(budget))},dense_layers=0"):
-                    records += run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt)
+                    records += run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt,
+                                        bound_sections, engine)
             acc = {p: round(sum(r["score"] for r in rs) / len(rs), 3) for p, rs in cell.items()}
             log(json.dumps({"event": "cell", "task": task, "length": length, "acc": acc,
                             "dac_fraction": round(sum(r["fraction"] for r in cell["dac"])
@@ -194,6 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-same-cost", action="store_true")
     p.add_argument("--sections", type=int, default=None,
                    help="sections per context (default: the suite's, one per 512 tokens)")
+    p.add_argument("--no-bound-sections", action="store_true",
+                   help="decode without the section bound (a focus past the context then "
+                        "falls back to global, as before the bound existed)")
+    p.add_argument("--engine", choices=ENGINES, default="hf",
+                   help="hf: the reference engine (records evidence recall); fast: the "
+                        "static-cache FlexAttention decoder with CUDA graphs on a GPU")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     from ..tasks import resolve_tasks
@@ -218,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(str(e))
         res = evaluate(a.model, tasks=tasks, lengths=lengths, n=a.n, batch=a.batch,
                        same_cost=not a.no_same_cost, time_limit=a.time_limit,
-                       sections=a.sections)
+                       sections=a.sections, bound_sections=not a.no_bound_sections,
+                       engine=a.engine)
     Path(a.out).write_text(json.dumps(res, indent=1) + "\n")
     for row in res["summary"]:
         print(json.dumps(row))

@@ -21,6 +21,7 @@ import torch
 
 from .config import Stage, TrainConfig
 from .data import Batch, SampleFn, StageData, collate
+from .grow import deepen
 from .masking import ATTN_IMPLEMENTATION, AnswerMask, register, row_mask, use_mask
 
 #: Files of a trained model directory besides transformers' own.
@@ -271,6 +272,15 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
     for si in range(lo, hi):
         stage = cfg.stages[si]
         seg = segment(cfg, si)
+        if stage.grow_layers and model.config.num_hidden_layers < stage.grow_layers:
+            before = model.config.num_hidden_layers
+            model = deepen(model.to("cpu"), stage.grow_layers)
+            model.set_attn_implementation(ATTN_IMPLEMENTATION)
+            model.to(dev)
+            model.train()
+            opt = make_optimizer(model, cfg, dev)
+            emit({"event": "grow", "stage": si, "layers": [before, stage.grow_layers],
+                  "params": sum(p.numel() for p in model.parameters())})
         if si == lo or stage.restart:
             if stage.restart and si > lo:
                 opt = make_optimizer(model, cfg, dev)
@@ -335,7 +345,8 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
             ran = k  # the batch fetched when time ran out was not trained on
         del loader
         offset += stage.steps * bsz  # seeds stay fixed by the plan, whatever ran
-        rec = {"stage": si, "length": stage.length, "steps": ran, "batch": bsz,
+        rec = {"stage": si, "length": stage.length, "layers": model.config.num_hidden_layers,
+               "steps": ran, "batch": bsz,
                "width": width, "seconds": round(time.time() - ts, 1), "dropped": dropped,
                "copied": stopped}
         history.append(rec)

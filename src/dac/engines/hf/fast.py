@@ -32,10 +32,11 @@ from transformers import AttentionInterface
 from ...kernels.flex import KeptBlocks, cache_length, flex_decode
 from ...planning.blocks import PlanConfig, num_blocks, tokens_in_blocks
 from ...planning.policies import Policy, QuestPolicy, SequenceState, get_policy
+from ...protocol.constraint import section_bans
 from ...protocol.context import PromptLayout
 from ...protocol.detok import IncrementalDetokenizer
 from ...protocol.parser import StreamingParser, strip_directives
-from .generate import GenerationResult, max_positions
+from .generate import GenerationResult, ban_mask, max_positions
 from .session import SequenceTrace, StepRecord, _eos_ids
 from .support import attention_modules, check_supported
 
@@ -331,11 +332,15 @@ class FastDecoder:
     # -- generation ----------------------------------------------------------------------------
     def generate(self, tokenizer: Any, layouts: Sequence[PromptLayout], *, max_new_tokens: int = 64,
                  logits_processor: Any = None, record_blocks: bool = True,
-                 keep_logits: bool = False) -> list[GenerationResult]:
+                 keep_logits: bool = False, bound_sections: bool = True
+                 ) -> list[GenerationResult]:
         """Greedy generation with the same results as the reference engine's ``generate``.
 
         ``logits_processor`` takes (ids so far, left-padded like ``model.generate``; scores)
-        as in transformers; ``keep_logits`` stores each step's raw logits in ``step_logits``."""
+        as in transformers; ``keep_logits`` stores each step's raw logits in ``step_logits``.
+        ``bound_sections``: as in ``generate``, directive tokens naming a section a row's
+        prompt lacks get -inf (one masked fill per step, on the device, before
+        ``logits_processor``)."""
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
         if len(layouts) != self.batch:
@@ -359,10 +364,18 @@ class FastDecoder:
                 seqs[b, width - lay.prompt_len:] = torch.tensor(lay.input_ids)
 
         self.step_logits: list[torch.Tensor] = []
+        bans = section_bans(tokenizer, layouts,
+                            enabled=bound_sections and self.policy.reads_directives)
+        banned: torch.Tensor | None = None
 
         def pick(logits: torch.Tensor) -> list[int]:
+            nonlocal banned
             if keep_logits:
                 self.step_logits.append(logits.float().cpu().clone())
+            if bans is not None:
+                if banned is None:
+                    banned = ban_mask(bans, logits.shape[-1], logits.device)
+                logits = logits.masked_fill(banned, float("-inf"))
             if seqs is None:
                 return logits.argmax(-1).tolist()
             scores = logits_processor(seqs, logits.float().cpu())
@@ -399,7 +412,8 @@ class FastDecoder:
                     active[b] = False
                     tr.finished = True
                 if active[b]:
-                    tr.parser.feed(tr.detok.push([tok]), len(tr.detok.ids))
+                    step = len(tr.detok.ids)  # the token's index, as the reference engine's
+                    tr.parser.feed(tr.detok.push([tok]), step)
                 self.lengths[b] += 1
                 st = SequenceState(tr.layout, tr.parser.current, self.lengths[b],
                                    len(tr.detok.ids) - 1)
@@ -439,7 +453,8 @@ class FastDecoder:
             for tok in gen[len(tr.detok.ids):]:
                 if tok in eos:
                     break
-                tr.parser.feed(tr.detok.push([tok]), len(tr.detok.ids))
+                step = len(tr.detok.ids)
+                tr.parser.feed(tr.detok.push([tok]), step)
             tail = tr.detok.flush()
             if tail:
                 tr.parser.feed(tail, len(tr.detok.ids) - 1)

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ...planning.blocks import PlanConfig
 from ...planning.policies import Policy
+from ...protocol.constraint import section_bans
 from ...protocol.context import PromptLayout, Span
 from ...protocol.grammar import ProtocolEvent
 from ...protocol.parser import strip_directives
@@ -81,11 +83,44 @@ def batch_inputs(layouts: list[PromptLayout], pad_id: int) -> tuple[torch.Tensor
     return ids, mask
 
 
+def ban_mask(bans: list[frozenset[int]], vocab: int, device: Any) -> torch.Tensor:
+    """``[rows, vocab]`` bool, True where a row's token is banned (ids past ``vocab`` ignored)."""
+    mask = torch.zeros(len(bans), vocab, dtype=torch.bool)
+    for b, ids in enumerate(bans):
+        idx = [t for t in ids if 0 <= t < vocab]
+        if idx:
+            mask[b, idx] = True
+    return mask.to(device)
+
+
+class SectionBound(LogitsProcessor):
+    """Section-bounded decoding for ``model.generate``: -inf for each row's banned directive
+    tokens (:func:`dac.protocol.constraint.section_bans`; rows differ in section count)."""
+
+    def __init__(self, bans: list[frozenset[int]]):
+        self.bans = bans
+        self._mask: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
+                 ) -> torch.FloatTensor:
+        mask = self._mask
+        if mask is None or mask.shape != scores.shape or mask.device != scores.device:
+            if scores.shape[0] != len(self.bans):
+                raise ValueError(f"{scores.shape[0]} rows of scores for {len(self.bans)} prompts")
+            mask = self._mask = ban_mask(self.bans, scores.shape[-1], scores.device)
+        return scores.masked_fill(mask, float("-inf"))
+
+
 def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
              policy: str | Policy = "dac", config: PlanConfig | None = None,
              max_new_tokens: int = 64, evidence: list[list[Span]] | None = None,
-             do_sample: bool = False, **generate_kwargs: Any) -> list[GenerationResult]:
-    """Generate for a batch of prompts under ``policy``; one result per layout."""
+             do_sample: bool = False, bound_sections: bool = True,
+             **generate_kwargs: Any) -> list[GenerationResult]:
+    """Generate for a batch of prompts under ``policy``; one result per layout.
+
+    ``bound_sections`` (policies that read directives, e.g. ``dac``): directive tokens naming
+    a section the prompt lacks get -inf logits (:mod:`dac.protocol.constraint`). It runs
+    before any ``logits_processor`` passed in, so a processor that forces text still wins."""
     if not layouts:
         raise ValueError("no prompts to generate for")
     if max_new_tokens < 1:
@@ -100,6 +135,11 @@ def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
     width = ids.shape[1]
     device = next(model.parameters()).device
     session = DACSession(model, tokenizer, layouts, policy, config, evidence)
+    bans = section_bans(tokenizer, layouts,
+                        enabled=bound_sections and session.policy.reads_directives)
+    if bans is not None:
+        user = generate_kwargs.pop("logits_processor", None) or []
+        generate_kwargs["logits_processor"] = LogitsProcessorList([SectionBound(bans), *user])
     with session, torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              max_new_tokens=max_new_tokens, do_sample=do_sample,

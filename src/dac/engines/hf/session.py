@@ -10,6 +10,10 @@
   prefill through SDPA and decode through :func:`dac.kernels.reference.attend_kept`, which reads
   only the kept positions. The KV cache itself is written as usual and never modified.
 * A forward **post-hook** closes the step's KV-read accounting.
+
+The session does not choose tokens, so section-bounded decoding is not part of it: ``generate``
+adds it to ``model.generate`` (``logits_processor=[SectionBound(section_bans(tokenizer,
+layouts))]`` does the same for a ``model.generate`` call of your own).
 """
 
 from __future__ import annotations

@@ -7,6 +7,11 @@ same tracker over the returned token ids (:func:`.tracker.replay`).
 
 The DAC block size of a request must be a multiple of the engine's KV block size: build the
 engine with ``block_size`` equal to the planner's (the default here, 64).
+
+Section-bounded decoding (``bound_sections``, on by default, policies that read directives):
+the directive tokens naming a section the prompt lacks are left out of the request's
+``SamplingParams.allowed_token_ids`` (V1 masks the rest with -inf in the sampler, on CPU as on
+GPU), the same tokens the Hugging Face engine bans (:mod:`dac.protocol.constraint`).
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ from typing import Any
 
 from ...planning.blocks import PlanConfig
 from ...planning.policies import Policy, get_policy
+from ...protocol.constraint import section_bans
 from ...protocol.context import PromptLayout, Span
 from ...protocol.parser import strip_directives
 from ..hf.generate import ContextTooLongError, GenerationResult
-from .options import DACOptionError, parse_options, to_extra_args
+from .options import DACOptionError, bounded_allowed_ids, parse_options, to_extra_args
 from .support import unsupported_reasons
 from .tracker import eos_token_ids, replay
 
@@ -52,6 +58,7 @@ class VLLMEngine:
             raise ValueError("this vLLM engine cannot run DAC exactly: " + "; ".join(reasons))
         self.block_size = int(vcfg.cache_config.block_size)
         self.max_model_len = int(vcfg.model_config.max_model_len)
+        self.vocab_size = int(vcfg.model_config.get_vocab_size())
         if tokenizer is None:
             from .worker import load_tokenizer
 
@@ -62,21 +69,30 @@ class VLLMEngine:
         self.eos_ids = load_eos(vcfg.model_config, tokenizer)
 
     def sampling_params(self, layout: PromptLayout, *, policy: str | Policy, config: PlanConfig,
-                        max_new_tokens: int, **kwargs: Any) -> Any:
-        """Greedy ``SamplingParams`` carrying the DAC options of one request."""
+                        max_new_tokens: int, bound_sections: bool = True, **kwargs: Any) -> Any:
+        """Greedy ``SamplingParams`` carrying the DAC options of one request (and, for a policy
+        that reads directives, the section bound as ``allowed_token_ids``)."""
         from vllm import SamplingParams
 
-        extra = to_extra_args(layout, config, policy)
+        extra = to_extra_args(layout, config, policy, bound_sections)
         parse_options(extra, kernel_block_size=self.block_size)  # fail here, not in the worker
         extra.update(kwargs.pop("extra_args", None) or {})
+        bans = section_bans(self.tokenizer, [layout],
+                            enabled=bound_sections and get_policy(policy).reads_directives)
+        if bans is not None:
+            allowed = bounded_allowed_ids(bans[0], self.vocab_size,
+                                          kwargs.get("allowed_token_ids"))
+            if allowed is not None:
+                kwargs["allowed_token_ids"] = allowed
         kwargs.setdefault("temperature", 0.0)
         return SamplingParams(max_tokens=max_new_tokens, extra_args=extra, **kwargs)
 
     def generate(self, layouts: list[PromptLayout], *, policy: str | Policy = "dac",
                  config: PlanConfig | None = None, max_new_tokens: int = 64,
                  evidence: list[list[Span]] | None = None, use_tqdm: bool = False,
-                 **sampling: Any) -> list[GenerationResult]:
-        """One :class:`GenerationResult` per layout (greedy unless ``sampling`` says otherwise)."""
+                 bound_sections: bool = True, **sampling: Any) -> list[GenerationResult]:
+        """One :class:`GenerationResult` per layout (greedy unless ``sampling`` says otherwise;
+        ``bound_sections`` as in the Hugging Face engine's ``generate``)."""
         config = config or PlanConfig(block_size=self.block_size)
         policy = get_policy(policy)
         if max_new_tokens < 1:
@@ -96,7 +112,8 @@ class VLLMEngine:
 
         prompts = [TokensPrompt(prompt_token_ids=list(lay.input_ids)) for lay in layouts]
         params = [self.sampling_params(lay, policy=policy, config=config,
-                                       max_new_tokens=max_new_tokens, **dict(sampling))
+                                       max_new_tokens=max_new_tokens,
+                                       bound_sections=bound_sections, **dict(sampling))
                   for lay in layouts]
         outs = self.llm.generate(prompts, params, use_tqdm=use_tqdm)
         results = []

@@ -21,6 +21,21 @@ QUESTION = "\n\nQuestion:"
 DOCUMENT = "Document:\n"
 
 
+def marker_starts(text: str) -> list[int]:
+    """Character offsets of the markers ``[S1]``, ``[S2]``, ... of a prompt, in order (those
+    after ``Document:`` when it has one: the system prompt itself names ``[S1]``)."""
+    starts: list[int] = []
+    doc = text.find(DOCUMENT)
+    pos = doc + len(DOCUMENT) if doc >= 0 else 0
+    while True:
+        j = text.find(section_marker(len(starts) + 1), pos)
+        if j < 0:
+            break
+        starts.append(j)
+        pos = j + 1
+    return starts
+
+
 def layout_from_markers(tokenizer: Any, prompt_ids: list[int]) -> PromptLayout:
     """The layout of a prompt rendered by ``build_prompt`` (raises :class:`DACOptionError`)."""
     if not getattr(tokenizer, "is_fast", False):
@@ -31,15 +46,7 @@ def layout_from_markers(tokenizer: Any, prompt_ids: list[int]) -> PromptLayout:
     if list(enc["input_ids"]) != ids:
         raise DACOptionError("the prompt does not re-tokenize to the same ids, so its sections "
                              "cannot be located; send dac_sections (token offsets)")
-    starts: list[int] = []
-    doc = text.find(DOCUMENT)  # the system prompt itself names markers such as [S1]
-    pos = doc + len(DOCUMENT) if doc >= 0 else 0
-    while True:
-        j = text.find(section_marker(len(starts) + 1), pos)
-        if j < 0:
-            break
-        starts.append(j)
-        pos = j + 1
+    starts = marker_starts(text)
     if not starts:
         raise DACOptionError("no section markers ([S1], [S2], ...) in the prompt; send "
                              "dac_sections (token offsets) or build the prompt with sections")

@@ -10,10 +10,14 @@ them, so every option is a flat key (no nested objects)::
      "dac_keep_preamble": 1,
      "dac_sections": [s1, e1, s2, e2, ...],   # token spans of sections 1..N (half-open)
      "dac_preamble": [s, e],                  # optional; default [0, start of section 1]
-     "dac_protected": [s, e, ...]}            # optional; default [end of last section, prompt end]
+     "dac_protected": [s, e, ...],           # optional; default [end of last section, prompt end]
+     "dac_bound_sections": 1}                # section-bounded decoding (default on)
 
 Spans are token offsets in the request's prompt token ids. Without ``dac_sections`` the layout
 is rebuilt from the ``[S1]``, ``[S2]``... markers of the prompt (see :mod:`.layout`).
+``dac_bound_sections`` is read by the front end, not the worker: for policies that read
+directives it turns the directive tokens naming a missing section into a request's
+``allowed_token_ids`` complement (:func:`bounded_allowed_ids`, :mod:`dac.protocol.constraint`).
 This module imports nothing from vLLM: the server validates requests with it before they reach
 the engine, and the worker parses the same dictionary, so both sides agree by construction.
 """
@@ -29,7 +33,7 @@ from ...protocol.context import PromptLayout, Span
 
 KEYS = ("dac", "dac_policy", "dac_block_size", "dac_sink_tokens", "dac_window",
         "dac_local_window", "dac_keep_preamble", "dac_sections", "dac_preamble",
-        "dac_protected")
+        "dac_protected", "dac_bound_sections")
 _INT_KEYS = {"dac_block_size": "block_size", "dac_sink_tokens": "sink_tokens",
              "dac_window": "window", "dac_local_window": "local_window"}
 
@@ -48,6 +52,7 @@ class DACOptions:
     preamble: Span | None = None
     protected: list[Span] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    bound_sections: bool = True  # section-bounded decoding (front end; see the module doc)
 
     def layout(self, prompt_ids: list[int], tokenizer: Any = None) -> PromptLayout:
         """The request's :class:`PromptLayout` (explicit spans, or rebuilt from markers)."""
@@ -174,11 +179,28 @@ def parse_options(extra_args: dict[str, Any] | None, *, kernel_block_size: int |
         if "dac_protected" in extra_args else None
     if sections is None and (preamble is not None or protected is not None):
         raise DACOptionError("dac_preamble / dac_protected need dac_sections")
-    return DACOptions(policy, cfg, sections, preamble, protected, dict(extra_args))
+    bound = _truthy(extra_args["dac_bound_sections"], "dac_bound_sections") \
+        if "dac_bound_sections" in extra_args else True
+    return DACOptions(policy, cfg, sections, preamble, protected, dict(extra_args), bound)
 
 
-def to_extra_args(layout: PromptLayout, config: PlanConfig, policy: str | Policy = "dac"
-                  ) -> dict[str, Any]:
+def bounded_allowed_ids(banned: frozenset[int], vocab_size: int,
+                        allowed: list[int] | None = None) -> list[int] | None:
+    """A request's ``allowed_token_ids`` under section-bounded decoding: ``allowed`` (or the
+    whole vocabulary) without ``banned``. ``None`` when nothing changes, or when nothing would
+    be left of a caller's own list (vLLM refuses an empty one; the parser's fallback remains).
+
+    vLLM masks the complement with -inf after computing the raw log-probabilities it reports
+    and before any logits processor, as the Hugging Face engine's bound does."""
+    if not banned:
+        return None
+    base = range(vocab_size) if allowed is None else allowed
+    out = [int(t) for t in base if int(t) not in banned]
+    return out or None
+
+
+def to_extra_args(layout: PromptLayout, config: PlanConfig, policy: str | Policy = "dac",
+                  bound_sections: bool = True) -> dict[str, Any]:
     """The ``extra_args`` that carry ``layout`` and ``config`` to the engine for one request."""
     pol = get_policy(policy)
     if getattr(pol, "needs_logits", False):  # e.g. "dac+safety"
@@ -197,5 +219,5 @@ def to_extra_args(layout: PromptLayout, config: PlanConfig, policy: str | Policy
         "dac_sink_tokens": config.sink_tokens, "dac_window": config.window,
         "dac_local_window": config.local_window, "dac_keep_preamble": int(config.keep_preamble),
         "dac_sections": flat(layout.sections), "dac_preamble": flat([layout.preamble]),
-        "dac_protected": flat(layout.protected),
+        "dac_protected": flat(layout.protected), "dac_bound_sections": int(bound_sections),
     }
