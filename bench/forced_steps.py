@@ -5,8 +5,8 @@ first ``k`` steps (``Sample.hop_target``, e.g. ``[[focus S3]] Mary,``) have been
 each ``k`` asked; ``k = 0`` is the model on its own. If accuracy jumps once a step is given,
 that step is where answers are lost. A forced step counts in the score where it holds part
 of the answer (variable_tracking's names, the values of niah_multivalue and niah_multiquery);
-world_state's holder and chained_facts' keys do not. Greedy, the engines' default section bound, the plan and
-prompt the model was trained with.
+world_state's holder and chained_facts' keys do not. Greedy, the engines' default section
+bound, the plan and prompt the model was trained with.
 
 ``python bench/forced_steps.py MODEL_DIR --task world_state --length 4096 --n 16 --steps 0,1``
 """
@@ -17,24 +17,7 @@ import argparse
 import json
 import time
 
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
-
-
-class Prefix(LogitsProcessor):
-    """Row ``b`` writes ``scripts[b]`` first (one token a step), then chooses freely."""
-
-    def __init__(self, scripts: list[list[int]], width: int):
-        self.scripts, self.width = scripts, width
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor
-                 ) -> torch.FloatTensor:
-        step = input_ids.shape[1] - self.width
-        for b, script in enumerate(self.scripts):
-            if step < len(script):
-                scores[b] = float("-inf")
-                scores[b, script[step]] = 0.0
-        return scores
+from transformers import LogitsProcessorList
 
 
 def prefix_text(sample, k: int) -> str:
@@ -47,6 +30,7 @@ def prefix_text(sample, k: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from dac.engines.hf import generate
+    from dac.engines.hf.forcing import ForceText
     from dac.models import load, load_prompt_options
     from dac.planning.blocks import PlanConfig
     from dac.tasks import TASKS, make_sample, score
@@ -65,12 +49,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ks = [int(x) for x in a.steps.split(",")]
     except ValueError:
-        p.error(f"--steps must be whole numbers separated by commas, not {a.steps!r}")
-    model, tok = load(a.model)
+        ks = []
+    if not ks or min(ks) < 0:
+        p.error(f"--steps must be whole numbers >= 0 separated by commas, not {a.steps!r}")
+    if a.n < 1 or a.batch < 1:
+        p.error("--n and --batch must be at least 1")
+    try:
+        model, tok = load(a.model)
+    except (OSError, ValueError) as e:
+        p.error(f"cannot load the model {a.model!r}: {e}")
     cfg = plan_config(a.model) or PlanConfig()
     prompt = load_prompt_options(a.model)
     tok.padding_side = "left"
-    samples = [make_sample(a.task, tok, a.length, seed) for seed in range(a.n)]
+    try:
+        samples = [make_sample(a.task, tok, a.length, seed) for seed in range(a.n)]
+    except ValueError as e:
+        p.error(str(e))
     max_new = TASKS[a.task].max_new_tokens
     t0 = time.time()
     for k in ks:
@@ -83,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             width = max(lay.prompt_len for lay in lays)
             res = generate(model, tok, lays, policy="dac", config=cfg,
                            max_new_tokens=max_new + max(len(s) for s in scripts),
-                           logits_processor=LogitsProcessorList([Prefix(scripts, width)]))
+                           logits_processor=LogitsProcessorList([ForceText(scripts, width)]))
             for s, r in zip(chunk, res):
                 scores.append(score(a.task, r.answer, s))
                 fractions.append(r.fraction)

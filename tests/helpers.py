@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
+from dac.engines.hf.forcing import ForceText
 
-class ForceText(LogitsProcessor):
-    """Forces the given token ids, one per step, per batch row (then lets the model choose)."""
-
-    def __init__(self, scripts: list[list[int]], prompt_width: int):
-        self.scripts = scripts
-        self.width = prompt_width
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        step = input_ids.shape[1] - self.width
-        for b, script in enumerate(self.scripts):
-            if step < len(script):
-                scores[b] = float("-inf")
-                scores[b, script[step]] = 0.0
-        return scores
+__all__ = ["ForceText", "forcing"]
 
 
 def forcing(tokenizer, texts: list[str], layouts) -> dict:

@@ -48,3 +48,18 @@ def test_a_task_without_steps_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         _bench().main([str(ASSET), "--task", "passkey"])
     assert "multi-region task" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "x"], "--steps must be"), (["--steps", "-1"], "--steps must be"),
+    (["--n", "0"], "at least 1"), (["--length", "10"], "at least 64 tokens")])
+def test_bad_arguments_are_usage_errors(capsys, args, message):
+    with pytest.raises(SystemExit):
+        _bench().main([str(ASSET), *args])
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_model_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _bench().main([str(tmp_path / "none")])
+    assert "cannot load the model" in capsys.readouterr().err
