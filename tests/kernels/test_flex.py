@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dac.kernels.flex import KeptBlocks, cache_length, flex_decode, keep_to_blocks
+from dac.kernels.flex import (KeptBlocks, cache_length, flex_decode, keep_to_blocks,
+                              shared_q_len)
 from dac.kernels.reference import attend_kept, dense_masked_reference, positions_from_blocks
 from dac.planning.blocks import normalize, num_blocks
 
@@ -56,6 +57,29 @@ def test_shared_blocks_match_reference(bs, lengths, density):
     assert keep_to_blocks(mask.keep[:, 0]) == blocks2
 
 
+def test_a_group_of_three_is_folded_into_the_query_rows():
+    """dac-tiny's 6 query heads on 2 KV heads: FlexAttention's decode kernel takes power-of-two
+    groups only, so a shared mask is built for 3 folded query rows; same attention."""
+    assert [shared_q_len(h, hk) for h, hk in [(8, 8), (8, 2), (32, 8), (6, 2), (12, 2)]] == [
+        1, 1, 1, 3, 6]
+    gen = torch.Generator().manual_seed(3)
+    b, h, hk, d, bs = 2, 6, 2, 16, 64
+    lengths = [200, 517]
+    n = cache_length(max(lengths), bs)
+    q = torch.randn(b, h, 1, d, generator=gen)
+    k = torch.randn(b, hk, n, d, generator=gen)
+    v = torch.randn(b, hk, n, d, generator=gen)
+    blocks = [_random_blocks(gen, ln, bs, 0.5) for ln in lengths]
+    folded = KeptBlocks(b, 1, n, bs, q_len=shared_q_len(h, hk))
+    plain = KeptBlocks(b, 1, n, bs)
+    for m in (folded, plain):
+        m.set_blocks(blocks, lengths)
+    out = flex_decode(q, k, v, folded, None)
+    ref = dense_masked_reference(q, k, v, _dense_keep(blocks, lengths, n, bs), None)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, flex_decode(q, k, v, plain, None), rtol=1e-5, atol=1e-5)
+
+
 def test_per_head_blocks_match_reference():
     gen = torch.Generator().manual_seed(7)
     b, h, hk, d, bs = 2, 8, 4, 16, 16
@@ -104,9 +128,10 @@ def test_cache_length_alignment():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_compiled_gpu_matches_reference():
+@pytest.mark.parametrize("h, hk, d", [(32, 8, 128), (6, 2, 64)])  # a Llama-8B layer; dac-tiny
+def test_compiled_gpu_matches_reference(h, hk, d):
     gen = torch.Generator(device="cuda").manual_seed(0)
-    b, h, hk, d, bs = 2, 32, 8, 128, 64
+    b, bs = 2, 64
     lengths = [3000, 4097]
     n = cache_length(max(lengths), bs)
     q = torch.randn(b, h, 1, d, device="cuda", dtype=torch.bfloat16, generator=gen)
@@ -114,7 +139,7 @@ def test_compiled_gpu_matches_reference():
     v = torch.randn(b, hk, n, d, device="cuda", dtype=torch.bfloat16, generator=gen)
     cpu = torch.Generator().manual_seed(1)
     blocks = [_random_blocks(cpu, ln, bs, 0.1) for ln in lengths]
-    mask = KeptBlocks(b, 1, n, bs, device="cuda")
+    mask = KeptBlocks(b, 1, n, bs, q_len=shared_q_len(h, hk), device="cuda")
     mask.set_blocks(blocks, lengths)
     out = flex_decode(q, k, v, mask, None).float()
     ref = dense_masked_reference(q.float(), k.float(), v.float(),

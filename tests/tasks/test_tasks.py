@@ -271,6 +271,45 @@ def test_a_scan_target_reads_sections_backwards_until_the_last_step(samples):
             assert not s.scan_last and s.stepwise_target(scan=True) == s.hop_target
 
 
+def test_keyed_stepwise_targets_write_the_words_the_next_section_is_found_by(samples):
+    """``stepwise_target(keys=...)``: world_state's object and variable_tracking's value, read
+    from the question under a local declaration, then one global step, before the first
+    focus; with ``"all"``, world_state's ``Mary went to `` before the step choosing the last
+    move. Each key is words of its hop's evidence sentence right before what is copied next;
+    the keys hold no answer (they score 0 alone), the keyed target scores 1. Tasks without
+    keys are unchanged."""
+    for length in LENGTHS:
+        for seed in (0, 1):
+            for task in ("world_state", "variable_tracking"):
+                s = samples[(task, length, seed)]
+                key = s.hop_keys[0]
+                assert key and key.strip() in s.question
+                assert score(task, " ".join(s.hop_keys), s) == 0.0
+                (k0, first), *_ = s.hops
+                first_text = s.stepwise_target(keys="first")
+                assert first_text == (f"[[local]] {key}[[global]]" + s.hop_target)
+                assert any(sec == k0 and key.strip() in s.sections[k0 - 1][a:b]
+                           for sec, a, b in s.evidence)
+                assert score(task, first_text, s) == 1.0
+                assert s.stepwise_target(keys="first", lead_directive="[[local 128]]") \
+                    .startswith("[[local 128]] ")
+            s = samples[("world_state", length, seed)]
+            (k0, holder), (k1, room) = s.hops
+            assert s.hop_keys[1] == f"{holder} went to "
+            text = s.stepwise_target(keys="all")
+            assert text.endswith(f", {holder} went to [[global]][[focus S{k1}]] {room}")
+            assert f"{holder} went to {room}." in s.sections[k1 - 1]
+            assert score("world_state", text, s) == 1.0
+            scan = s.stepwise_target(scan=True, keys="all")  # the key before the scan's start
+            assert f"{holder} went to [[global]][[focus S{len(s.sections)}]]" in scan
+    for task in ALL:
+        s = samples[(task, LENGTHS[0], 0)]
+        if task not in ("world_state", "variable_tracking") and s.hops:
+            assert not s.hop_keys and s.stepwise_target(keys="all") == s.hop_target
+    with pytest.raises(ValueError, match="keys must be"):
+        samples[("world_state", LENGTHS[0], 0)].stepwise_target(keys="every")
+
+
 @pytest.mark.parametrize("task", ["passkey", "niah_multikey", "tail_last", "niah_multivalue"])
 def test_sections_can_be_set_and_the_default_is_unchanged(task, tokenizer, samples):
     """``sections=k`` cuts the context into at most k sections (training varies it; units stay

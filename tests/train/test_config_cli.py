@@ -20,7 +20,7 @@ def test_shipped_configs_load():
     assert [s.restart for s in cfg.stages].count(True) >= 1
     toy = TrainConfig.load("configs/toy.json")
     assert toy.total_steps > 0
-    shipped = TrainConfig.load("configs/dac-tiny-per-hop.json")  # dac-tiny's recipe
+    shipped = TrainConfig.load("configs/dac-tiny-hop-keys.json")  # dac-tiny's recipe
     assert shipped.model == cfg.model and shipped.answer_leads and shipped.seed_base >= 1_000_000
     copy = [s for s in shipped.stages if s.kind == "copy"]
     assert copy and all(s.until_copy_loss for s in copy)  # copying first, by distance
@@ -195,6 +195,20 @@ def test_per_hop_is_a_boolean():
     with pytest.raises(ValueError, match="per_hop"):
         TrainConfig.from_dict({"stages": [{**stage, "per_hop": "yes"}]})
 
+
+
+def test_hop_keys_need_per_hop_and_a_lead_directive():
+    stage = {"length": 256, "steps": 1, "batch_tokens": 512, "per_hop": True,
+             "lead_first": True, "lead_directive": "[[local]]", "hop_keys": "first"}
+    cfg = {"answer_leads": True}
+    assert TrainConfig.from_dict({**cfg, "stages": [stage]}).stages[0].hop_keys == "first"
+    assert TrainConfig.from_dict({**cfg, "stages": [{**stage, "hop_keys": "all"}]})
+    for bad, msg in [({"per_hop": False}, "needs per_hop and lead_directive"),
+                     ({"lead_first": False, "lead_directive": ""}, "needs per_hop"),
+                     ({"hop_keys": "some"}, "hop_keys must be"),
+                     ({"hop_keys": True}, "hop_keys must be")]:
+        with pytest.raises(ValueError, match=msg):
+            TrainConfig.from_dict({**cfg, "stages": [{**stage, **bad}]})
 
 
 def test_scan_needs_per_hop_and_is_a_boolean():

@@ -208,6 +208,33 @@ def test_a_scan_target_is_trained_step_by_step_under_each_section(tok):
     assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.hop_target
 
 
+def test_a_keyed_stepwise_target_reads_its_first_key_locally_then_one_global_step(tok):
+    """``hop_keys``: world_state's object under ``[[local]]``, one global step, the holder's
+    focus; the holder's move key under that focus, one global step, the room's focus. Every
+    focus weighted; each row planned as the decode reads it."""
+    s = make_sample("world_state", tok, 1024, 3, sections=12)
+    text = s.stepwise_target(keys="all", lead_directive="[[local]]")
+    ex = make_example(s, tok, CFG, dense=False, per_hop=True, lead_directive="[[local]]",
+                      hop_keys="all")
+    lay = build_prompt(tok, s.sections, s.question)
+    target = ex.ids[ex.prompt_len:-1]
+    assert tok.decode(target) == text
+    sched = directive_schedule(tok, target, lay.num_sections)
+    assert [d.mode for _, d in sched] == [Mode.LOCAL, Mode.GLOBAL, Mode.FOCUS, Mode.GLOBAL,
+                                         Mode.FOCUS]
+    (_, _), (i_g1, _), (i_f1, _), (i_g2, _), (i_f2, _) = sched
+    assert i_f1 == i_g1 + 1 and i_f2 == i_g2 + 1  # one step reads the whole context
+    assert [(ex.head_from, ex.head), *ex.more_heads] == [(i_f1, i_f1 + 1), (i_f2, i_f2 + 1)]
+    for r, row in enumerate(ex.mask.rows):
+        q = ex.mask.start + r
+        i = q - lay.prompt_len
+        d = [d for j, d in sched if j <= i][-1]
+        assert row == plan_dac(d, lay, q + 1, CFG)
+    first = make_example(s, tok, CFG, dense=False, per_hop=True, lead_directive="[[local]]",
+                         hop_keys="first")
+    assert tok.decode(first.ids[first.prompt_len:-1]) == s.stepwise_target(keys="first")
+
+
 def test_batched_mask_equals_rows_built_one_by_one(tok):
     exs = [make_example(_sample(d), tok, CFG, dense=dense)
            for d, dense in [("[[focus S3]]", False), ("[[local]]", False), ("[[global]]", False),

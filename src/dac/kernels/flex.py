@@ -15,7 +15,10 @@ positions ``[0, lengths[b])``:
   without it eager mode would silently compute dense attention.
 
 Heads: ``heads=1`` shares one kept set across all heads and runs FlexAttention with
-``enable_gqa`` (the decode kernel needs a block mask with head dim 1 then). ``heads=Hk`` keeps
+``enable_gqa`` (the decode kernel needs a block mask with head dim 1 then). FlexAttention's
+decode kernel takes GQA groups of a power of two only (otherwise the compiled call fails on
+64-token blocks); other groups (dac-tiny: 6 query heads on 2 KV heads) are folded into the
+query-length axis instead, a mask built with ``q_len=`` :func:`shared_q_len`. ``heads=Hk`` keeps
 one set per KV head (query-aware policies): the query heads of each GQA group are folded into
 the query-length axis, so each KV head is one FlexAttention head with its own blocks.
 """
@@ -49,6 +52,13 @@ def compiled_flex_attention() -> Any:
     if _compiled is None:
         _compiled = torch.compile(flex_attention, dynamic=False)
     return _compiled
+
+
+def shared_q_len(query_heads: int, kv_heads: int) -> int:
+    """Query rows of a shared (``heads=1``) mask for one decode token: 1 when the GQA group is
+    a power of two (``enable_gqa``), else the group, folded into the query-length axis."""
+    g = query_heads // kv_heads
+    return 1 if g & (g - 1) == 0 else g
 
 
 def cache_length(max_len: int, block_size: int) -> int:
@@ -227,14 +237,18 @@ def flex_decode(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mas
         extra = {"kernel_options": dict(KERNEL_OPTIONS)} if KERNEL_OPTIONS else {}
     else:
         fn, bm, extra = _eager_flex, mask.block_mask, {}
+    g = h // hk
     if mask.heads == 1:
+        if q == 1 and g > 1 and mask.q_len == g:  # the group folded into the query rows
+            out = fn(query.reshape(b, hk, g, d), key, value, block_mask=bm, scale=scaling,
+                     **extra)
+            return out.reshape(b, h, 1, d).transpose(1, 2)
         if mask.q_len != q:
             raise ValueError(f"mask built for {mask.q_len} query tokens, got {q}")
         out = fn(query, key, value, block_mask=bm, scale=scaling, enable_gqa=h != hk, **extra)
         return out.transpose(1, 2)
     if mask.heads != hk or q != 1:
         raise ValueError("per-head masks need one mask head per KV head and one query token")
-    g = h // hk
     if mask.q_len != g:
         raise ValueError(f"per-head mask built for {mask.q_len} folded query rows, need {g}")
     qf = query.reshape(b, hk, g, d)

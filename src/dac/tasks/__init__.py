@@ -40,7 +40,7 @@ TASKS: dict[str, TaskSpec] = {s.name: s for s in [
     # multi-region (focus on several sections)
     _spec(multi.niah_multivalue, "multi", match_all, 64),
     _spec(multi.niah_multiquery, "multi", match_all, 64),
-    _spec(multi.variable_tracking, "multi", match_all, 48),
+    _spec(multi.variable_tracking, "multi", match_all, 64),  # room for a keyed answer
     _spec(multi.chained_facts, "multi", match_all, 48),  # room for a stepwise answer
     _spec(multi.world_state, "multi", match_all, 64),
     # global aggregation (global)

@@ -51,6 +51,12 @@ class Sample:
     hops: tuple[tuple[int, str], ...] = ()
     #: the last hop can be found by a backward scan (:meth:`stepwise_target`)
     scan_last: bool = False
+    #: per hop, words written before its focus is chosen ("" = none): the question's words
+    #: the first hop's evidence holds (world_state's object, variable_tracking's value), the
+    #: words before a later hop's answer in its sentence (world_state: "Mary went to "), so
+    #: the step that reads everything chooses the section by a match on words just written
+    #: (:meth:`stepwise_target` with ``keys``)
+    hop_keys: tuple[str, ...] = ()
 
     @property
     def answer_text(self) -> str:
@@ -87,7 +93,8 @@ class Sample:
     def hop_target(self) -> str | None:
         return self.stepwise_target()
 
-    def stepwise_target(self, scan: bool = False) -> str | None:
+    def stepwise_target(self, scan: bool = False, keys: str = "",
+                        lead_directive: str = "[[local]]") -> str | None:
         """The answer one step at a time, each step under a focus on the one section it reads,
         each focus after the first chosen by a step that reads everything:
         ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the step before a
@@ -100,17 +107,35 @@ class Sample:
         each next section is chosen under the previous one's focus (``[[focus S3]] Mary,
         [[global]][[focus S8]] none, [[focus S7]] the kitchen``). "The latest of several
         matching sentences" becomes "is it in this section?", a match inside one section.
-        ``None`` for samples without :attr:`hops`."""
+        ``keys`` (``"first"`` or ``"all"``): the first hop's (or every hop's) :attr:`hop_keys`
+        are written before the step that chooses its section, the first one read under
+        ``lead_directive`` as a retrieval lead is (``[[local]] the apple [[global]][[focus
+        S3]] Mary, Mary went to [[global]][[focus S6]] the kitchen``); a later key is written
+        under the previous step's focus, and only before a step that follows a
+        ``[[global]]``. ``None`` for samples without :attr:`hops`."""
         if not self.hops:
             return None
-        steps = [(sec, text, i > 0) for i, (sec, text) in enumerate(self.hops)]
+        if keys not in ("", "first", "all"):
+            raise ValueError(f"keys must be '', 'first' or 'all', not {keys!r}")
+        wanted = list(self.hop_keys)[:len(self.hops) if keys == "all" else 1] if keys else []
+        wanted += [""] * (len(self.hops) - len(wanted))
+        steps = [(sec, text, i > 0, wanted[i]) for i, (sec, text) in enumerate(self.hops)]
         if scan and self.scan_last:
-            sec, text, _ = steps.pop()
+            sec, text, _, key = steps.pop()
             last = len(self.sections)
-            steps += [(k, SCAN_MISS, k == last) for k in range(last, sec, -1)]
-            steps.append((sec, text, sec == last))
-        return ", ".join(f"{'[[global]]' if fresh else ''}[[focus S{sec}]] {text}"
-                         for sec, text, fresh in steps)
+            steps += [(k, SCAN_MISS, k == last, key if k == last else "")
+                      for k in range(last, sec, -1)]
+            steps.append((sec, text, sec == last, key if sec == last else ""))
+        out = []
+        for i, (sec, text, fresh, key) in enumerate(steps):
+            focus = f"[[focus S{sec}]] {text}"
+            if key and i == 0:
+                out.append(f"{lead_directive} {key}[[global]]{focus}")
+            elif key and fresh:
+                out.append(f"{key}[[global]]{focus}")
+            else:
+                out.append(f"{'[[global]]' if fresh else ''}{focus}")
+        return ", ".join(out)
 
     @property
     def id(self) -> str:
@@ -156,6 +181,8 @@ class Draft:
     #: the last hop is the latest of several matching sentences (world_state: the holder's
     #: last move), which a backward scan finds (:meth:`Sample.stepwise_target`)
     scan_last: bool = False
+    #: :attr:`Sample.hop_keys`, aligned with ``hops`` (empty: none)
+    hop_keys: list[str] = field(default_factory=list)
 
 
 #: what a backward-scan step writes for a section that does not hold its evidence
@@ -267,7 +294,7 @@ def assemble(spec: TaskSpec, draft: Draft, length: int, seed: int,
                   question=draft.question, answers=list(draft.answers), evidence=evidence,
                   directive=directive, target=f"{directive.render()} {draft.answer_text}",
                   family=spec.family, lead=draft.lead, hops=hops,
-                  scan_last=draft.scan_last)
+                  scan_last=draft.scan_last, hop_keys=tuple(draft.hop_keys))
 
 
 def realize(spec: TaskSpec, tokenizer: Any, length: int, seed: int,

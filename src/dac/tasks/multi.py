@@ -69,7 +69,8 @@ def variable_tracking(rng: random.Random, n: int, length: int) -> Draft:
     q = (f"Find all variables that are assigned the value {value} in the text above, directly "
          "or through other variables. Answer with the variable names, separated by commas.")
     ev = [(p, 0, len(t)) for p, t in zip(pos[:len(texts)], texts)]
-    return Draft(units, ev, q, chain, ", ".join(chain), hops=list(enumerate(chain)))
+    return Draft(units, ev, q, chain, ", ".join(chain), hops=list(enumerate(chain)),
+                 hop_keys=[f"{value} "])
 
 
 def chained_facts(rng: random.Random, n: int, length: int) -> Draft:
@@ -127,4 +128,5 @@ def world_state(rng: random.Random, n: int, length: int) -> Draft:
     q = f"Where is the {obj} at the end of the story? Answer with the room only."
     ev = [(pos[pick_at], 0, len(texts[pick_at])), (pos[final], 0, len(texts[final]))]
     return Draft(units, ev, q, [answer], f"the {answer}",
-                 hops=[(0, holder), (1, f"the {answer}")], scan_last=True)
+                 hops=[(0, holder), (1, f"the {answer}")], scan_last=True,
+                 hop_keys=[f"the {obj} ", f"{holder} went to "])

@@ -79,6 +79,12 @@ class Stage:
     #: section a step, ``none`` where it is not (``Sample.stepwise_target(scan=True)``:
     #: ``[[focus S3]] Mary, [[global]][[focus S8]] none, [[focus S7]] the kitchen``)
     scan: bool = False
+    #: with ``per_hop`` and ``lead_directive``, ``"first"`` or ``"all"``: the stepwise answer
+    #: writes its first hop's (or every hop's) key before the step that chooses the section
+    #: (``Sample.stepwise_target(keys=...)``: ``[[local]] the apple [[global]][[focus S3]]
+    #: Mary, Mary went to [[global]][[focus S6]] the kitchen``), so that choice is a match on
+    #: words just written, as the retrieval lead makes it
+    hop_keys: str = ""
     #: deepen the model to this many layers as the stage starts (``dac.train.grow``: copies of
     #: trained layers with zeroed output projections, so the logits are unchanged and the new
     #: blocks train from there); needs ``restart`` (the optimizer is built anew for the new
@@ -250,6 +256,11 @@ def _check_lead(s: Stage, answer_leads: bool) -> None:
         raise ValueError("a stage's scan must be true or false")
     if s.scan and not s.per_hop:
         raise ValueError("scan changes how a stepwise answer ends: it needs per_hop")
+    if s.hop_keys not in ("", "first", "all"):
+        raise ValueError(f"a stage's hop_keys must be '', 'first' or 'all', not {s.hop_keys!r}")
+    if s.hop_keys and not (s.per_hop and s.lead_directive):
+        raise ValueError("hop_keys writes keys into a stepwise answer, the first one read under "
+                         "lead_directive: it needs per_hop and lead_directive")
     if s.lead_first and not answer_leads:
         raise ValueError("lead_first moves the answer's lead: it needs answer_leads")
     if not s.lead_directive:

@@ -89,20 +89,25 @@ def directive_close(tokenizer: Any, target: str) -> int:
 def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, task: str = "",
                  seed: int = 0, lead: bool = False, question_first: bool = False,
                  lead_first: bool = False, lead_directive: str = "",
-                 per_hop: bool = False, scan: bool = False) -> Example:
+                 per_hop: bool = False, scan: bool = False, hop_keys: str = "") -> Example:
     """``lead``: the target is ``sample.led_target`` (the answer restates the evidence's words
     before the value) instead of ``sample.target``; with ``lead_first`` too,
     ``sample.lead_in_target(lead_directive)`` (the lead before the directive, read under
     ``lead_directive`` if given). ``per_hop``: ``sample.hop_target`` where the sample has one
     (one focus per step of a multi-region answer); with ``scan``, ``sample.stepwise_target(
     scan=True)`` (a last step that is the latest of several sentences found by a backward
-    scan). ``question_first``: the prompt asks the
+    scan); with ``hop_keys``, ``sample.stepwise_target(keys=hop_keys,
+    lead_directive=lead_directive)`` (keys written before the steps that choose a section).
+    ``question_first``: the prompt asks the
     question before the document too. Only the ideal directive's tokens are the example's
     weighted ``head`` (for a stepwise answer, every focus's)."""
     layout = build_prompt(tokenizer, sample.sections, sample.question,
                           question_first=question_first)
-    per = ((sample.stepwise_target(scan=True) if scan else sample.hop_target) if per_hop
-           else None)
+    per = None
+    if per_hop:
+        per = (sample.stepwise_target(scan=scan, keys=hop_keys,
+                                      lead_directive=lead_directive or "[[local]]")
+               if scan or hop_keys else sample.hop_target)
     text = (per if per is not None
             else sample.lead_in_target(lead_directive) if lead and lead_first
             else sample.led_target if lead else sample.target)
@@ -273,7 +278,7 @@ class StageData(torch.utils.data.Dataset):
             ex = make_example(sample, self.tok, self.cfg.plan, dense, task, seed,
                               self.cfg.answer_leads, self.cfg.question_first,
                               self.stage.lead_first, self.stage.lead_directive,
-                              self.stage.per_hop, self.stage.scan)
+                              self.stage.per_hop, self.stage.scan, self.stage.hop_keys)
             if len(ex.ids) <= self.width:
                 return ex
             length = max(64, int(length * 0.85))  # overflowed the stage width: shorter

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
-from ...kernels.flex import KeptBlocks, cache_length, flex_decode
+from ...kernels.flex import KeptBlocks, cache_length, flex_decode, shared_q_len
 from ...planning.blocks import PlanConfig, num_blocks, tokens_in_blocks
 from ...planning.policies import Policy, QuestPolicy, SequenceState, get_policy
 from ...protocol.constraint import section_bans
@@ -110,8 +110,9 @@ class FastDecoder:
         self.k, self.v = kv
         self.quest = isinstance(self.policy, QuestPolicy)
         heads = self.hk if self.quest else 1
-        self.mask = KeptBlocks(batch_size, heads, self.cache_len, bs,
-                               q_len=self.hq // self.hk if self.quest else 1, device=self.device)
+        q_len = self.hq // self.hk if self.quest else shared_q_len(self.hq, self.hk)
+        self.mask = KeptBlocks(batch_size, heads, self.cache_len, bs, q_len=q_len,
+                               device=self.device)
         dev = self.device
         # this step's input token and write slot per row, one int64 buffer: one copy per step
         self._step_in = torch.zeros(2 * batch_size, dtype=torch.long, device=dev)
