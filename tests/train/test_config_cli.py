@@ -9,7 +9,7 @@ import pytest
 
 from dac.cli import main
 from dac.train.config import Stage, TrainConfig
-from dac.train.loop import lr_at, segment, stage_shape
+from dac.train.loop import lr_at, seed_offset, segment, stage_shape
 from dac.train.tokenizer import protocol_tokens
 
 
@@ -20,7 +20,7 @@ def test_shipped_configs_load():
     assert [s.restart for s in cfg.stages].count(True) >= 1
     toy = TrainConfig.load("configs/toy.json")
     assert toy.total_steps > 0
-    shipped = TrainConfig.load("configs/dac-tiny-hop-keys.json")  # dac-tiny's recipe
+    shipped = TrainConfig.load("configs/dac-tiny-focus-weight.json")  # dac-tiny's recipe
     assert shipped.model == cfg.model and shipped.answer_leads and shipped.seed_base >= 1_000_000
     copy = [s for s in shipped.stages if s.kind == "copy"]
     assert copy and all(s.until_copy_loss for s in copy)  # copying first, by distance
@@ -209,6 +209,30 @@ def test_hop_keys_need_per_hop_and_a_lead_directive():
                      ({"hop_keys": True}, "hop_keys must be")]:
         with pytest.raises(ValueError, match=msg):
             TrainConfig.from_dict({**cfg, "stages": [{**stage, **bad}]})
+
+
+def test_seeds_from_names_an_earlier_stage():
+    a = {"length": 256, "steps": 3, "batch_tokens": 512}
+    cfg = TrainConfig.from_dict({"stages": [a, a, {**a, "seeds_from": 0}]})
+    assert cfg.stages[2].seeds_from == 0
+    for bad in (2, 3, -1, True, "0", 1.0):
+        with pytest.raises(ValueError, match="seeds_from must name an earlier stage"):
+            TrainConfig.from_dict({"stages": [a, a, {**a, "seeds_from": bad}]})
+
+
+def test_seeds_from_draws_the_earlier_stages_examples_again():
+    """A second pass: the stage's first example index is that of the stage it names (and of
+    the stage that one names), while the stages after it keep their own planned seeds."""
+    a = {"length": 256, "steps": 3, "batch_tokens": 512}
+    b = {"length": 512, "steps": 2, "batch_tokens": 2048}
+    plain = TrainConfig.from_dict({"stages": [a, b, b, a]})
+    again = TrainConfig.from_dict({"stages": [a, b, {**b, "seeds_from": 1},
+                                              {**a, "seeds_from": 2}]})
+    own = [seed_offset(plain, i) for i in range(4)]
+    assert own == [0, 3 * stage_shape(plain.stages[0])[1],
+                   own[1] + 2 * stage_shape(plain.stages[1])[1],
+                   own[2] + 2 * stage_shape(plain.stages[2])[1]]
+    assert [seed_offset(again, i) for i in range(4)] == [own[0], own[1], own[1], own[1]]
 
 
 def test_scan_needs_per_hop_and_is_a_boolean():

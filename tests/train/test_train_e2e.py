@@ -71,17 +71,20 @@ def test_shipped_model_is_small_llama_with_head_dim_64():
 
 
 def test_shipped_model_records_the_recipe_in_the_repo():
-    """The card's recipe is the repo's: ``configs/dac-tiny-hop-keys.json`` as run (seconds
+    """The card's recipe is the repo's: ``configs/dac-tiny-focus-weight.json`` as run (seconds
     budgets and all): the ninth run's eighteen stages (``configs/dac-tiny-mixed.json``, which
     holds the seventh's and eighth's), then five where every retrieval answer is written in
     the lead-in format (``[[local]] lead [[global]][[focus Sk]] value``) under a 256-token
     local window (``configs/dac-tiny-lead-local.json``, the tenth run), then two where the
     multi-region answers are written one focus per step (``per_hop``,
     ``configs/dac-tiny-per-hop.json``, the eleventh run), then two where world_state's and
-    variable_tracking's first step is keyed (``hop_keys: "first"``, the fourteenth run)."""
+    variable_tracking's first step is keyed (``hop_keys: "first"``,
+    ``configs/dac-tiny-hop-keys.json``, the fourteenth run), then two with those tasks
+    weighted 5 and 2.5, and a second pass over those two stages' examples with the focus
+    tokens weighted 8 (``seeds_from``, the fifteenth run)."""
     meta = json.loads((ASSET / DAC_CONFIG).read_text())["training"]
     recorded = TrainConfig.from_dict(meta["config"])
-    repo = TrainConfig.load("configs/dac-tiny-hop-keys.json")
+    repo = TrainConfig.load("configs/dac-tiny-focus-weight.json")
     assert recorded == repo
     assert recorded.answer_leads and recorded.tokenizer.split_digits
     assert recorded.plan.local_window == 256
@@ -92,8 +95,13 @@ def test_shipped_model_records_the_recipe_in_the_repo():
     assert all(s.lead_first and s.lead_directive == "[[local]]" for s in recorded.stages[18:])
     assert not any(s.lead_first for s in recorded.stages[:18])
     assert recorded.stages[:25] == TrainConfig.load("configs/dac-tiny-per-hop.json").stages
-    assert [i for i, s in enumerate(recorded.stages) if s.per_hop] == [23, 24, 25, 26]
-    assert [i for i, s in enumerate(recorded.stages) if s.hop_keys] == [25, 26]
+    assert recorded.stages[:27] == TrainConfig.load("configs/dac-tiny-hop-keys.json").stages
+    assert [i for i, s in enumerate(recorded.stages) if s.per_hop] == list(range(23, 31))
+    assert [i for i, s in enumerate(recorded.stages) if s.hop_keys] == list(range(25, 31))
+    assert [s.seeds_from for s in recorded.stages[27:]] == [None, None, 27, 28]
+    for first, again in zip(recorded.stages[27:29], recorded.stages[29:31]):
+        assert (first.directive_loss_weight, again.directive_loss_weight) == (3.0, 8.0)
+        assert dataclasses.replace(again, seeds_from=None, directive_loss_weight=3.0) == first
     assert [s["stage"] for s in meta["stages"]] == list(range(len(recorded.stages)))
 
 

@@ -13,7 +13,7 @@ def add_parser(sub: Any) -> None:
                        description="Train tokenizer + Llama model on the suite's generators, "
                        "answers under the mask their directive implies. Reproducible: "
                        "everything is fixed by the config (seeds included).")
-    p.add_argument("--config", required=True, help="training config JSON (e.g. configs/dac-tiny-hop-keys.json)")
+    p.add_argument("--config", required=True, help="training config JSON (e.g. configs/dac-tiny-focus-weight.json)")
     p.add_argument("--out", default=None, help="output model directory (default: runs/<name>)")
     p.add_argument("--init", default=None, help="continue from this model directory")
     p.add_argument("--stages", default=None,

@@ -90,6 +90,10 @@ class Stage:
     #: blocks train from there); needs ``restart`` (the optimizer is built anew for the new
     #: parameters). A no-op when the model already has that many layers
     grow_layers: int | None = None
+    #: draw the samples of stage ``seeds_from`` (an earlier stage of the config) instead of
+    #: this stage's own: a second pass over that stage's data, say under another loss weight.
+    #: Seeds are fixed by the plan, so the pass is reproducible from the config alone
+    seeds_from: int | None = None
 
     @property
     def lo(self) -> int:
@@ -192,7 +196,12 @@ class TrainConfig:
         if not self.stages:
             raise ValueError("the config names no curriculum stages")
         depth = self.model.layers  # the model's layers at each stage, as grow_layers sets them
-        for s in self.stages:
+        for i, s in enumerate(self.stages):
+            if s.seeds_from is not None and (
+                    not isinstance(s.seeds_from, int) or isinstance(s.seeds_from, bool)
+                    or not 0 <= s.seeds_from < i):
+                raise ValueError(f"stage {i}'s seeds_from must name an earlier stage "
+                                 f"(0..{i - 1}), not {s.seeds_from!r}")
             # a task prompt needs room for its sections; a copy sequence only for two spans
             shortest = 16 if s.kind == "copy" else 64
             if s.length < shortest or s.steps < 0 or s.batch_tokens < s.length:

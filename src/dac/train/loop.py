@@ -131,6 +131,17 @@ def segment(cfg: TrainConfig, si: int) -> tuple[int, int]:
     return a, b
 
 
+def seed_offset(cfg: TrainConfig, si: int) -> int:
+    """The first example index (seeds count from ``seed_base``) that stage ``si`` draws: every
+    earlier stage's planned examples, whether or not its time budget let them all run, so each
+    stage's data is fixed by the config alone. A stage with ``seeds_from`` draws that earlier
+    stage's examples again."""
+    again = cfg.stages[si].seeds_from
+    if again is not None:
+        return seed_offset(cfg, again)  # an earlier stage: the config forbids cycles
+    return sum(s.steps * stage_shape(s)[1] for s in cfg.stages[:si])
+
+
 def stage_shape(stage: Stage) -> tuple[int, int]:
     """(padded width, batch size): the prompt may exceed its length by 5%, plus the target.
     A copy stage's sequences are exactly ``length`` tokens: no margin to pad."""
@@ -265,7 +276,6 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
     opt = make_optimizer(model, cfg, dev)
     lo, hi = stages or (0, len(cfg.stages))
     weights = [s.seconds or s.steps for s in cfg.stages]  # the LR schedule's time axis
-    offset = sum(s.steps * stage_shape(s)[1] for s in cfg.stages[:lo])
     step = 0
     history = list(prior.get("stages", []))
     nw = cfg.workers if workers is None else workers
@@ -288,7 +298,7 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
         total_w = sum(weights[seg[0]:seg[1]]) or 1
         done_w = sum(weights[seg[0]:si])
         width, bsz = stage_shape(stage)
-        data = StageData(cfg, stage, tok, tasks, offset, bsz, width, sample_fn)
+        data = StageData(cfg, stage, tok, tasks, seed_offset(cfg, si), bsz, width, sample_fn)
         loader = torch.utils.data.DataLoader(
             data, batch_size=bsz, shuffle=False, num_workers=nw,
             collate_fn=partial(collate, width=width, pad_id=tok.pad_token_id),
@@ -344,7 +354,6 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
                 and time.time() - ts >= stage.seconds):
             ran = k  # the batch fetched when time ran out was not trained on
         del loader
-        offset += stage.steps * bsz  # seeds stay fixed by the plan, whatever ran
         rec = {"stage": si, "length": stage.length, "layers": model.config.num_hidden_layers,
                "steps": ran, "batch": bsz,
                "width": width, "seconds": round(time.time() - ts, 1), "dropped": dropped,
