@@ -158,7 +158,7 @@ def engine_correct(quick: bool) -> dict[str, Any]:
     """Fast decoder (GPU, bf16, graphs) vs the reference HF engine (CPU, fp32), forced tokens."""
     from transformers import LogitsProcessor, LogitsProcessorList
 
-    from dac.engines.hf.fast import FastDecoder
+    from dac.engines.fast import FastDecoder
     from dac.engines.hf.generate import batch_inputs
     from dac.engines.hf.session import DACSession
     from dac.models import tiny_model, tiny_tokenizer
@@ -446,9 +446,9 @@ def bench_layout(ctx: int, n_sections: int = 100):
 
 def e2e(configs: list[tuple[int, int, int, bool]], steps: int, reps: int, bandwidth: float
         ) -> dict[str, Any]:
-    from dac.engines.hf.fast import FastDecoder
+    from dac.engines.fast import FastDecoder
     from dac.models import tiny_tokenizer
-    from dac.planning.policies import SequenceState, get_policy
+    from dac.planning import SequenceState, get_policy
     from dac.protocol.detok import IncrementalDetokenizer
     from dac.protocol.parser import StreamingParser
 

@@ -60,7 +60,7 @@ def run(span: int, a: argparse.Namespace) -> dict:
         ids = torch.cat([torch.ones(batch, 1, dtype=torch.long),
                          torch.where(pos < 2 * n, r.gather(1, src), 0)], 1)
         first_half, second_half = pos < n, (pos > n) & (pos < 2 * n)  # the copy's 1st token: new
-        with use_mask(mask):
+        with use_mask(model, mask):
             logits = model(ids).logits[:, :-1]
         nll = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), ids[:, 1:].reshape(-1),
                                                 reduction="none").view(batch, -1)

@@ -62,7 +62,7 @@ def main() -> int:
             for name, build in forms.items():
                 model.zero_grad(set_to_none=True)
                 t0 = time.perf_counter()
-                with use_mask(build()):
+                with use_mask(model, build()):
                     logits = model(ids).logits[:, close - 1:-1]
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab),
                                                          ids[:, close:].reshape(-1))

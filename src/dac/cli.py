@@ -15,6 +15,7 @@ from collections.abc import Sequence
 #: Modules that contribute subcommands, in help order.
 COMMAND_MODULES = (
     "dac.commands",
+    "dac.demo",
     "dac.eval.commands",
     "dac.train.commands",
     "dac.serve.commands",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,28 +99,41 @@ def read_dac_config(path: str | os.PathLike) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:
-    """Keyword options of :func:`dac.protocol.build_prompt` a model was trained with
-    (``dac_config.json``'s ``"prompt"``: ``question_first``), else none."""
-    prompt = read_dac_config(path).get("prompt", {})
-    if not isinstance(prompt, dict):
-        return {}
-    return {k: True for k in PROMPT_OPTIONS if prompt.get(k) is True}
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a model directory says about how to run it (``dac_config.json``), read once."""
+
+    plan: PlanConfig  # the mask planner it was trained or tuned with
+    prompt: dict[str, Any]  # :func:`dac.protocol.build_prompt` options it was trained with
 
 
-def load_plan_config(path: str | os.PathLike) -> PlanConfig:
-    """The PlanConfig a model was trained or tuned with (``dac_config.json`` beside its
-    weights: PlanConfig fields at top level or under ``"plan"``), else the defaults."""
+def load_defaults(path: str | os.PathLike) -> ModelDefaults:
+    """The model's defaults: PlanConfig fields (top level or under ``"plan"``) and prompt
+    options (``"prompt"``: ``question_first``) from ``dac_config.json``, else the defaults."""
     import dataclasses
 
     from .planning.blocks import PlanConfig
 
     data = read_dac_config(path)
-    data = data.get("plan", data)
-    if not isinstance(data, dict):
-        data = {}
+    plan = data.get("plan", data)
+    if not isinstance(plan, dict):
+        plan = {}
     names = {fld.name for fld in dataclasses.fields(PlanConfig)}
-    return PlanConfig(**{k: v for k, v in data.items() if k in names})
+    prompt = data.get("prompt", {})
+    if not isinstance(prompt, dict):
+        prompt = {}
+    return ModelDefaults(PlanConfig(**{k: v for k, v in plan.items() if k in names}),
+                         {k: True for k in PROMPT_OPTIONS if prompt.get(k) is True})
+
+
+def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:
+    """Keyword options of :func:`dac.protocol.build_prompt` a model was trained with."""
+    return load_defaults(path).prompt
+
+
+def load_plan_config(path: str | os.PathLike) -> PlanConfig:
+    """The PlanConfig a model was trained or tuned with, else the defaults."""
+    return load_defaults(path).plan
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 2048,

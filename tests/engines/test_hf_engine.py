@@ -192,4 +192,4 @@ def test_session_restores_attention_implementation(llama, tokenizer):
     with DACSession(llama, tokenizer, [layout(tokenizer)]):
         assert llama.config._attn_implementation == "dac"
     assert llama.config._attn_implementation == before
-    assert not any(hasattr(m, "_dac_session") for m in llama.modules())
+    assert not any(hasattr(m, "_dac_state") for m in llama.modules())

@@ -8,7 +8,7 @@ import torch
 
 from dac.engines.base import HFEngine
 from dac.engines.hf import generate
-from dac.engines.hf.fast import FastDecoder
+from dac.engines.fast import FastDecoder
 from dac.models import tiny_model
 from dac.planning import PlanConfig
 from dac.protocol import build_prompt

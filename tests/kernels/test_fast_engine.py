@@ -7,7 +7,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from dac.engines.hf import generate
-from dac.engines.hf.fast import FastDecoder
+from dac.engines.fast import FastDecoder
 from dac.engines.hf.session import DACSession
 from dac.engines.hf.generate import batch_inputs
 from dac.planning import PlanConfig

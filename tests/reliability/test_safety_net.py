@@ -108,14 +108,14 @@ def test_rows_are_independent():
 def test_wraps_query_aware_policies():
     net = get_policy("quest+safety:budget=0.25,dense_layers=0,ratio=0.6")
     assert isinstance(net, SafetyNet) and isinstance(net.inner, QuestPolicy)
-    assert net.query_aware and net.budget == 0.25 and net.ratio == 0.6
+    assert net.query_aware and net.inner.budget == 0.25 and net.ratio == 0.6
     assert net.name == "quest+safety"
     net.reset(1)
     length = 100
     keys, q = torch.randn(2, length, 8), torch.randn(4, 8)
     base = net.plan(SequenceState(LAYOUT, GLOBAL, length, 0, 0), CFG)
     keep = net.select(0, q, keys, base, CFG, 8 ** -0.5)
-    assert keep is not None and keep.sum(-1).tolist() == [net.budget_blocks(length, CFG)] * 2
+    assert keep is not None and keep.sum(-1).tolist() == [net.inner.budget_blocks(length, CFG)] * 2
     assert net.select(0, q, keys, list(range(num_blocks(length, 4))), CFG, 1.0) is None
 
 
@@ -212,7 +212,7 @@ def test_engine_real_signal_report_is_consistent(llama, tokenizer, layout):
 
 
 def test_engines_without_logits_refuse_the_net(llama):
-    from dac.engines.hf.fast import FastDecoder
+    from dac.engines.fast import FastDecoder
     from dac.engines.vllm.options import DACOptionError, parse_options, to_extra_args
 
     with pytest.raises(ValueError, match="logits"):

@@ -274,7 +274,7 @@ def test_row_mask_equals_dense_mask_in_values_and_gradients(tok):
         for name, mask in [("dense", dense_mask(batch.masks, width, CFG.block_size)),
                            ("rows", fast)]:
             model.zero_grad()
-            with use_mask(mask):
+            with use_mask(model, mask):
                 logits = model(batch.ids).logits
             sel = batch.targets != -100
             torch.nn.functional.cross_entropy(logits[sel], batch.targets[sel]).backward()
@@ -331,11 +331,11 @@ def test_training_logits_equal_dac_decode_logits(tok, directive):
     try:
         with torch.no_grad():
             mask = dense_mask(batch.masks, len(ex.ids), CFG.block_size)
-            with use_mask(mask):
+            with use_mask(model, mask):
                 train_logits = model(batch.ids).logits[0]
-            with use_mask(row_mask(batch.masks, len(ex.ids), CFG.block_size)):
+            with use_mask(model, row_mask(batch.masks, len(ex.ids), CFG.block_size)):
                 fast_logits = model(batch.ids).logits[0]
-            with use_mask(dense_mask([AnswerMask(-1, [])], len(ex.ids), CFG.block_size)):
+            with use_mask(model, dense_mask([AnswerMask(-1, [])], len(ex.ids), CFG.block_size)):
                 full_logits = model(batch.ids).logits[0]
     finally:
         model.set_attn_implementation("sdpa")

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 from ..planning.blocks import PlanConfig
 from ..planning.policies import Policy
 from ..protocol.context import PromptLayout, Span
-from .hf.generate import GenerationResult
+from ..runtime import GenerationResult
 
 
 class Engine(Protocol):

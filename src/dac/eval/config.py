@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..planning.blocks import PlanConfig
-from ..planning.policies import get_policy
+from ..planning import get_policy
 from ..tasks import TASKS, resolve_tasks
 
 SCHEMA = "dac.eval.config/1"

@@ -4,20 +4,54 @@ A policy answers per sequence and per step through :meth:`Policy.plan` (from gen
 the directive in force, the layout, the length). Query-aware policies (Quest, the oracle) also
 refine that plan per layer and KV head in :meth:`Policy.select`, from the step's query and keys.
 All policies run in the same engine and kernel, so their costs and accuracies compare directly.
+
+What an engine must provide for a policy is asked of the policy once (:meth:`Policy.requires`
+with a :class:`Capability`; :func:`check_policy` refuses with the reason). Strings such as
+``"quest:budget=0.2"`` are parsed at the edges, by :mod:`dac.planning.spec`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from ..protocol.context import PromptLayout
 from ..protocol.grammar import Directive
+from ..kernels.quest import block_bounds, upper_bound
 from .blocks import PlanConfig, normalize, num_blocks, plan_dac, span_blocks
+
+
+class Capability(str, enum.Enum):
+    """What a policy needs from the engine that runs it."""
+
+    #: the plan follows the model's declarations (engines then bound focus directives to the
+    #: prompt's sections, :mod:`dac.protocol.constraint`)
+    DIRECTIVES = "directives"
+    #: :meth:`Policy.observe` with each decode step's logits (the safety net)
+    LOGITS = "logits"
+    #: per-layer, per-KV-head selection from per-block key bounds (Quest)
+    BLOCK_BOUNDS = "block_bounds"
+    #: per-layer selection that reads every key (the oracle; analysis only)
+    KEYS = "keys"
+
+
+class UnsupportedPolicyError(ValueError):
+    """An engine cannot run a policy (it lacks a capability the policy requires)."""
+
+
+_NEEDS = {
+    Capability.LOGITS: "needs each step's logits",
+    Capability.BLOCK_BOUNDS: "is query-aware (per-head block scores)",
+    Capability.KEYS: "is query-aware and reads every key to choose blocks (analysis only)",
+    Capability.DIRECTIVES: "reads the model's directives",
+}
 
 
 @dataclass
@@ -36,11 +70,31 @@ class Policy(ABC):
     """Base: reads everything. Subclasses override :meth:`plan` and, if query-aware, :meth:`select`."""
 
     name: ClassVar[str] = "full"
-    query_aware: ClassVar[bool] = False
-    #: the plan depends on the model's directives; engines then bound focus directives to the
-    #: prompt's sections (:mod:`dac.protocol.constraint`). Policies that ignore directives
-    #: leave the model's text as it is, so they measure the unconstrained model.
-    reads_directives: ClassVar[bool] = False
+    #: what the policy needs from its engine; policies without ``DIRECTIVES`` leave the
+    #: model's text as it is, so they measure the unconstrained model
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+
+    def __post_init__(self) -> None:
+        """Validate the options (each policy checks its own)."""
+
+    def requires(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def query_aware(self) -> bool:
+        """Plans are refined per layer and KV head through :meth:`select`."""
+        return self.requires(Capability.BLOCK_BOUNDS) or self.requires(Capability.KEYS)
+
+    @property
+    def reads_directives(self) -> bool:
+        return self.requires(Capability.DIRECTIVES)
+
+    def spec(self) -> str:
+        """The string :func:`dac.planning.spec.parse_policy` maps back to an equal policy
+        (options that differ from their defaults only): ``"quest:budget=0.2"``."""
+        opts = [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
+                if f.init and getattr(self, f.name) != _default(f)]
+        return self.name + (":" + ",".join(opts) if opts else "")
 
     def reset(self, batch_size: int) -> None:
         """Called at the start of each generation (prefill); per-sequence state goes here."""
@@ -75,7 +129,7 @@ class DACPolicy(Policy):
     """The model's own declarations decide (see :func:`~dac.planning.blocks.plan_dac`)."""
 
     name: ClassVar[str] = "dac"
-    reads_directives: ClassVar[bool] = True
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.DIRECTIVES})
 
     def plan(self, state: SequenceState, cfg: PlanConfig) -> list[int]:
         return plan_dac(state.directive, state.layout, state.length, cfg)
@@ -87,6 +141,9 @@ class StreamingPolicy(Policy):
 
     name: ClassVar[str] = "streaming"
     window: int | None = None  # defaults to PlanConfig.local_window
+
+    def __post_init__(self) -> None:
+        _check_int(self, "window", minimum=0, optional=True)
 
     def plan(self, state: SequenceState, cfg: PlanConfig) -> list[int]:
         bs, n = cfg.block_size, state.length
@@ -102,6 +159,14 @@ class _BudgetPolicy(Policy):
     budget: float = 0.1  # fraction of the current length ...
     budget_tokens: int | None = None  # ... or a fixed token budget, which wins when set
     dense_layers: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.budget, bool) or not isinstance(self.budget, (int, float)) \
+                or not 0 < self.budget <= 1:
+            raise ValueError(f"policy {self.name!r}: budget out of range: {self.budget}")
+        self.budget = float(self.budget)
+        _check_int(self, "budget_tokens", minimum=0, optional=True)
+        _check_int(self, "dense_layers", minimum=0)
 
     def plan(self, state: SequenceState, cfg: PlanConfig) -> list[int]:
         n = state.length
@@ -134,31 +199,18 @@ class _BudgetPolicy(Policy):
         return keep
 
 
-def _blocked(keys: torch.Tensor, bs: int, fill: float) -> torch.Tensor:
-    hk, n, d = keys.shape
-    nb = num_blocks(n, bs)
-    pad = nb * bs - n
-    if pad:
-        keys = torch.cat([keys, keys.new_full((hk, pad, d), fill)], dim=1)
-    return keys.view(hk, nb, bs, d)
-
-
 @dataclass
 class QuestPolicy(_BudgetPolicy):
     """Quest: per-block min/max key bounds; block score = sum_d max(q_d*min_d, q_d*max_d)."""
 
     name: ClassVar[str] = "quest"
-    query_aware: ClassVar[bool] = True
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.BLOCK_BOUNDS})
     dense_layers: int = 2
 
     def scores(self, query, keys, cfg, scaling):
-        hk = keys.shape[0]
-        kf = keys.float()
-        kmin = _blocked(kf, cfg.block_size, float("inf")).amin(dim=2)  # [Hk, nb, d]
-        kmax = _blocked(kf, cfg.block_size, float("-inf")).amax(dim=2)
-        q = query.float().view(hk, -1, query.shape[-1])  # [Hk, group, d]
-        up = torch.maximum(q[:, :, None, :] * kmin[:, None], q[:, :, None, :] * kmax[:, None])
-        return up.sum(-1).amax(dim=1)  # upper bound per block, max over the GQA group
+        kmin, kmax = block_bounds(keys.float(), cfg.block_size)  # [Hk, nb, d]
+        q = query.float().view(keys.shape[0], -1, query.shape[-1])  # [Hk, group, d]
+        return upper_bound(q, kmin, kmax).amax(dim=1)  # per block, max over the GQA group
 
 
 @dataclass
@@ -166,7 +218,7 @@ class OraclePolicy(_BudgetPolicy):
     """Top blocks by true attention mass of this step's query (analysis only: reads everything)."""
 
     name: ClassVar[str] = "oracle"
-    query_aware: ClassVar[bool] = True
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.KEYS})
 
     def scores(self, query, keys, cfg, scaling):
         hk, n, d = keys.shape
@@ -182,39 +234,31 @@ POLICIES: dict[str, type[Policy]] = {
 }
 
 
-def get_policy(spec: str | Policy, **kwargs: object) -> Policy:
-    """A policy by name (``"quest"``) or with options (``"quest:budget=0.2,dense_layers=0"``)."""
-    if isinstance(spec, Policy):
-        return spec
-    if "+" in str(spec).partition(":")[0]:  # a wrapper: "dac+safety" (see safety.py)
-        from .safety import get_wrapped
+def check_policy(policy: Policy, supported: Iterable[Capability], *, engine: str,
+                 hint: str) -> None:
+    """Refuse a policy that requires a capability ``engine`` lacks (one line, with ``hint``)."""
+    have = set(supported)
+    for cap in Capability:
+        if policy.requires(cap) and cap not in have:
+            raise UnsupportedPolicyError(f"policy {policy.name!r} {_NEEDS[cap]}; {hint}")
 
-        return get_wrapped(str(spec), **kwargs)
-    name, _, opts = str(spec).partition(":")
-    name = name.strip().lower()
-    if name not in POLICIES:
-        raise ValueError(f"unknown policy {spec!r}; choose from {', '.join(POLICIES)}")
-    cls = POLICIES[name]
-    allowed = {f.name: f.type for f in fields(cls)}
-    params = dict(kwargs)
-    for item in filter(None, (o.strip() for o in opts.split(","))):
-        key, eq, val = item.partition("=")
-        key = key.strip()
-        if not eq or key not in allowed:
-            raise ValueError(f"bad option {item!r} for policy {name!r}; "
-                             f"options: {', '.join(allowed) or 'none'}")
-        try:
-            params[key] = float(val) if "." in val else int(val)
-        except ValueError:
-            raise ValueError(f"option {key!r} of policy {name!r} needs a number, got {val!r}") from None
-        if isinstance(params[key], float) and "float" not in str(allowed[key]):
-            raise ValueError(f"option {key!r} of policy {name!r} needs an integer, got {val!r}")
-    try:
-        policy = cls(**params)
-    except TypeError as e:
-        raise ValueError(f"bad options for policy {name!r}: {e}") from None
-    for key in ("budget", "budget_tokens", "window", "dense_layers"):
-        v = getattr(policy, key, None)
-        if v is not None and v < 0 or (key == "budget" and v is not None and not 0 < v <= 1):
-            raise ValueError(f"policy {name!r}: {key} out of range: {v}")
-    return policy
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def _check_int(policy: Policy, key: str, *, minimum: int, optional: bool = False) -> None:
+    v = getattr(policy, key)
+    if v is None and optional:
+        return
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+        setattr(policy, key, v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"option {key!r} of policy {policy.name!r} needs an integer, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"policy {policy.name!r}: {key} out of range: {v}")

@@ -8,28 +8,29 @@ steps, and if one of them is less than ``ratio`` times the mean of that history,
 from the next step on, the sequence reads the whole cache (global) until the answer ends,
 whatever the model declares afterwards.
 
-Off by default; turned on as a wrapper around any policy: ``get_policy("dac+safety")`` or
-with options ``"dac+safety:ratio=0.4,horizon=8"`` (options the wrapper does not own go to the
-inner policy: ``"quest+safety:budget=0.2,ratio=0.5"``). Whether and where it fired is reported
-per sequence by :meth:`SafetyNet.report` (the HF engine puts it in
-``GenerationResult.policy_report``).
+Off by default; turned on as an explicit wrapper around any policy:
+``SafetyNet(inner=DACPolicy(), ratio=0.4)``, or as the spec ``"dac+safety:ratio=0.4"``
+(:mod:`dac.planning.spec`; options the wrapper does not own go to the inner policy:
+``"quest+safety:budget=0.2,ratio=0.5"``). Whether and where it fired is reported per sequence
+by :meth:`SafetyNet.report` (the engines put it in ``GenerationResult.policy_report``).
 
-It needs an engine that hands it each step's logits (:meth:`Policy.observe`): the HF reference
-engine (:mod:`dac.engines.hf.session`) does. An engine that never calls ``observe`` gets a
-clear error instead of a net that silently never fires.
+It requires :attr:`~dac.planning.policies.Capability.LOGITS`: an engine that hands it each
+step's logits (:meth:`Policy.observe`), as the HF reference engine does. Engines without them
+refuse it up front (:func:`~dac.planning.policies.check_policy`); one that never calls
+``observe`` anyway gets a clear error instead of a net that silently never fires.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..protocol.grammar import Mode
 from .blocks import PlanConfig, num_blocks
-from .policies import DACPolicy, Policy, SequenceState, get_policy
+from .policies import Capability, DACPolicy, Policy, SequenceState
 
 WRAPPER = "safety"
 
@@ -61,9 +62,9 @@ class SafetyNet(Policy):
     horizon: int = 4  # ... in one of the first `horizon` narrowed steps after a switch
     history: int = 8  # full-read steps averaged into the baseline
 
-    needs_logits: ClassVar[bool] = True
-
     def __post_init__(self) -> None:
+        if not isinstance(self.inner, Policy) or isinstance(self.inner, SafetyNet):
+            raise ValueError("the safety net wraps one policy that is not itself a safety net")
         if not 0 < self.ratio <= 1:
             raise ValueError(f"safety: ratio must be in (0, 1], got {self.ratio}")
         if self.horizon < 1 or self.history < 1:
@@ -79,18 +80,16 @@ class SafetyNet(Policy):
         return f"{self.inner.name}+{WRAPPER}"
 
     @property  # type: ignore[override]
-    def query_aware(self) -> bool:
-        return self.inner.query_aware
+    def capabilities(self) -> frozenset[Capability]:
+        # it watches the directive in force and the logits, whatever the inner policy plans
+        return self.inner.capabilities | {Capability.LOGITS, Capability.DIRECTIVES}
 
-    @property  # type: ignore[override]
-    def reads_directives(self) -> bool:
-        return True  # it watches the directive in force, whatever the inner policy plans
-
-    def __getattr__(self, key: str) -> Any:
-        # budget, dense_layers, budget_blocks, ... of the inner policy (engines read them)
-        if key.startswith("_") or key == "inner":
-            raise AttributeError(key)
-        return getattr(self.inner, key)
+    def spec(self) -> str:
+        inner, _, opts = self.inner.spec().partition(":")
+        own = [f"{k}={getattr(self, k)}" for k in OWN_OPTIONS
+               if getattr(self, k) != SafetyNet.__dataclass_fields__[k].default]
+        parts = [p for p in (opts, ",".join(own)) if p]
+        return f"{inner}+{WRAPPER}" + (":" + ",".join(parts) if parts else "")
 
     # -- the Policy hooks ------------------------------------------------------------------
     def reset(self, batch_size: int) -> None:
@@ -174,31 +173,5 @@ class SafetyNet(Policy):
         }}
 
 
-_OWN = {f.name for f in fields(SafetyNet)} - {"inner"}
-
-
-def get_wrapped(spec: str, **kwargs: Any) -> Policy:
-    """``"dac+safety"`` / ``"dac+safety:ratio=0.4"`` / ``"quest+safety:budget=0.2,ratio=0.5"``:
-    options the net owns (ratio, horizon, history) are its own, the rest go to the inner policy."""
-    name, _, opts = spec.partition(":")
-    inner_name, *wrappers = [p.strip().lower() for p in name.split("+")]
-    if wrappers != [WRAPPER]:
-        raise ValueError(f"unknown policy wrapper in {spec!r}; the one wrapper is "
-                         f"'+{WRAPPER}' (e.g. 'dac+{WRAPPER}')")
-    own: dict[str, float] = {}
-    rest: list[str] = []
-    for item in filter(None, (o.strip() for o in opts.split(","))):
-        key, eq, val = item.partition("=")
-        key = key.strip()
-        if key not in _OWN:
-            rest.append(item)
-            continue
-        try:
-            own[key] = float(val) if key == "ratio" else int(val)
-        except ValueError:
-            raise ValueError(f"option {key!r} of '+{WRAPPER}' needs a number, got {val!r}") \
-                from None
-    inner = get_policy(inner_name + (":" + ",".join(rest) if rest else ""), **kwargs)
-    if isinstance(inner, SafetyNet):
-        raise ValueError(f"{spec!r}: the safety net wraps a policy once")
-    return SafetyNet(inner, **own)
+#: the options the net owns (the rest of a spec's options go to the inner policy)
+OWN_OPTIONS = ("ratio", "horizon", "history")

@@ -100,3 +100,16 @@ def section_bans(tokenizer: Any, layouts: Sequence[PromptLayout], *, enabled: bo
         return None
     bans = [banned_token_ids(tokenizer, lay.num_sections) for lay in layouts]
     return bans if any(bans) else None
+
+
+def ban_mask(bans: Sequence[frozenset[int]], vocab: int, device: Any) -> Any:
+    """``[rows, vocab]`` bool tensor, True where a row's token is banned (ids past ``vocab``
+    ignored): the form a decoding loop applies with one ``masked_fill`` per step."""
+    import torch
+
+    mask = torch.zeros(len(bans), vocab, dtype=torch.bool)
+    for b, ids in enumerate(bans):
+        idx = [t for t in ids if 0 <= t < vocab]
+        if idx:
+            mask[b, idx] = True
+    return mask.to(device)

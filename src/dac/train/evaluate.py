@@ -19,7 +19,7 @@ import torch
 from ..engines.hf import generate
 from ..models import load_prompt_options
 from ..planning.blocks import PlanConfig
-from ..planning.policies import get_policy
+from ..planning import get_policy
 from ..protocol.grammar import DirectiveError, Mode, parse_directive
 from ..tasks import TASKS, make_sample, score
 from ..tasks.core import directive_for
@@ -54,7 +54,7 @@ def adherence(sample: Any, result: Any) -> dict[str, Any]:
 
 
 #: the engines a cell can run on: the reference HF engine (model.generate + hooks; records the
-#: evidence recall of every step) or :class:`dac.engines.hf.fast.FastDecoder` (static cache,
+#: evidence recall of every step) or :class:`dac.engines.fast.FastDecoder` (static cache,
 #: FlexAttention, CUDA graphs on a GPU; the same results on CPU, tested; no recall)
 ENGINES = ("hf", "fast")
 
@@ -79,7 +79,7 @@ def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanCon
         chunk = samples[i:i + batch]
         layouts = all_layouts[i:i + batch]
         if engine == "fast":
-            from ..engines.hf.fast import FastDecoder
+            from ..engines.fast import FastDecoder
 
             dec = decoders.get(len(chunk))
             if dec is None:
@@ -177,7 +177,7 @@ def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: 
     """``sections``: cut every context into this many sections instead of the suite's one per
     512 tokens (how well the model names sections it rarely sees at the default);
     ``bound_sections``: decode with the engine's section bound (its default); ``engine``:
-    ``"hf"`` (the reference engine) or ``"fast"`` (:class:`dac.engines.hf.fast.FastDecoder`)."""
+    ``"hf"`` (the reference engine) or ``"fast"`` (:class:`dac.engines.fast.FastDecoder`)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     from ..models import load

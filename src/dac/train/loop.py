@@ -171,8 +171,8 @@ def batch_loss(model: Any, batch: Batch, device: torch.device, block_size: int,
     ids = batch.ids.to(device, non_blocking=True)
     targets = batch.targets.to(device, non_blocking=True)
     mask = row_mask(batch.masks, ids.shape[1], block_size, device)
-    with use_mask(mask), torch.autocast(device.type, dtype=torch.bfloat16,
-                                        enabled=device.type == "cuda"):
+    with use_mask(model, mask), torch.autocast(device.type, dtype=torch.bfloat16,
+                                               enabled=device.type == "cuda"):
         hidden = model.model(input_ids=ids).last_hidden_state
         sel = targets != -100
         logits = model.lm_head(hidden[sel]).float()
@@ -209,8 +209,8 @@ def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int,
 
     batch = max(4, 400 // span)  # about 400 tokens on each side, whatever the span
     mask = row_mask([AnswerMask(-1, [])] * batch, 1 + 2 * span, block_size, device)
-    with use_mask(mask), torch.autocast(device.type, dtype=torch.bfloat16,
-                                        enabled=device.type == "cuda"):
+    with use_mask(model, mask), torch.autocast(device.type, dtype=torch.bfloat16,
+                                               enabled=device.type == "cuda"):
         return repeat_loss(model, tok.bos_token_id, tok.vocab_size, span=span, batch=batch,
                            pool=digit_ids(tok) if digits else None)
 

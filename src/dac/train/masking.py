@@ -28,11 +28,13 @@ from typing import Any
 
 import torch
 
+from ..engines.support import attention_modules
 from ..planning.blocks import PlanConfig, num_blocks, plan_dac
 from ..protocol.context import PromptLayout
 from ..protocol.detok import IncrementalDetokenizer
 from ..protocol.grammar import Directive, Mode
 from ..protocol.parser import StreamingParser
+from ..runtime import bind, bound
 
 ATTN_IMPLEMENTATION = "dac_train"
 
@@ -146,14 +148,11 @@ def row_mask(masks: list[AnswerMask], width: int, block_size: int,
 
 
 # -- the attention function used while training ------------------------------------------------
-_CURRENT: dict[str, Any] = {"mask": None}
-
-
 def train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                     value: torch.Tensor, attention_mask: Any, dropout: float = 0.0,
                     scaling: float | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Attention under the batch's answer mask (set by :func:`use_mask`)."""
-    mask = _CURRENT["mask"]
+    """Attention under the batch's answer mask (bound to the module by :func:`use_mask`)."""
+    mask = bound(module)
     if mask is None:
         raise RuntimeError("train_attention called outside use_mask()")
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -183,12 +182,9 @@ def register() -> None:
 
 
 @contextlib.contextmanager
-def use_mask(mask: Any) -> Iterator[None]:
-    """Run forwards under ``mask``: a boolean ``[B, 1, L, L]`` tensor (True = attend) or a
-    :class:`RowMask`."""
-    prev = _CURRENT["mask"]
-    _CURRENT["mask"] = mask
-    try:
+def use_mask(model: Any, mask: Any) -> Iterator[None]:
+    """Run ``model``'s forwards under ``mask``: a boolean ``[B, 1, L, L]`` tensor (True =
+    attend) or a :class:`RowMask`. The mask reaches :func:`train_attention` the way every
+    engine's state does (:func:`dac.runtime.bind`)."""
+    with bind(attention_modules(model), mask):
         yield
-    finally:
-        _CURRENT["mask"] = prev

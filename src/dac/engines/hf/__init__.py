@@ -1,8 +1,9 @@
-"""The Hugging Face transformers engine."""
+"""The Hugging Face transformers engine (the reference: exact, any policy)."""
 
-from .generate import ContextTooLongError, GenerationResult, SectionBound, generate
-from .session import ATTN_IMPLEMENTATION, DACSession, StepRecord, dac_attention, register
-from .support import UnsupportedModelError, check_supported
+from ...runtime import ContextTooLongError, GenerationResult, StepRecord
+from ..support import UnsupportedModelError, check_supported
+from .generate import SectionBound, generate
+from .session import ATTN_IMPLEMENTATION, DACSession, dac_attention, register
 
 __all__ = [
     "ATTN_IMPLEMENTATION", "ContextTooLongError", "DACSession", "GenerationResult",

@@ -3,12 +3,13 @@
 ``with DACSession(model, tokenizer, layouts, policy="dac"): model.generate(...)``
 
 * A forward **pre-hook** on the model sees each step's input ids. The first call is the prefill
-  (ordinary causal attention). On every decode call it feeds the token just sampled to each
-  sequence's streaming parser, so a directive completed by that token applies to this very
-  step, and asks the policy for the kept blocks, once per step for all layers.
-* The attention function ``"dac"`` (registered in transformers' ``AttentionInterface``) runs
-  prefill through SDPA and decode through :func:`dac.kernels.reference.attend_kept`, which reads
-  only the kept positions. The KV cache itself is written as usual and never modified.
+  (ordinary causal attention). On every decode call it hands the token just sampled to the
+  shared decode runtime (:class:`dac.runtime.BatchRuntime`: parser, directive state, the
+  policy's kept blocks), so a directive completed by that token applies to this very step.
+* The attention function ``"dac"`` (registered in transformers' ``AttentionInterface``) finds
+  the session through :func:`dac.runtime.bound` and runs prefill through SDPA and decode
+  through :func:`dac.kernels.reference.attend_kept`, which reads only the kept positions. The
+  KV cache itself is written as usual and never modified.
 * A forward **post-hook** closes the step's KV-read accounting.
 
 The session does not choose tokens, so section-bounded decoding is not part of it: ``generate``
@@ -18,7 +19,7 @@ layouts))]`` does the same for a ``model.generate`` call of your own).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
 from typing import Any, Callable
 
 import torch
@@ -27,13 +28,11 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from ...kernels.reference import attend_kept, positions_from_blocks
-from ...planning.blocks import PlanConfig, coverage, num_blocks, tokens_in_blocks
-from ...planning.policies import Policy, SequenceState, get_policy
+from ...planning import Policy, get_policy
+from ...planning.blocks import PlanConfig, coverage, num_blocks
 from ...protocol.context import PromptLayout, Span
-from ...protocol.detok import IncrementalDetokenizer
-from ...protocol.grammar import ProtocolEvent
-from ...protocol.parser import StreamingParser
-from .support import attention_modules, check_supported
+from ...runtime import BatchRuntime, SequenceRuntime, StepRecord, bind, bound, model_eos_ids
+from ..support import attention_modules, check_supported
 
 ATTN_IMPLEMENTATION = "dac"
 
@@ -41,12 +40,15 @@ ATTN_IMPLEMENTATION = "dac"
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Any],
                   torch.Tensor]
 
+__all__ = ["ATTN_IMPLEMENTATION", "DACSession", "Kernel", "StepRecord", "dac_attention",
+           "register"]
+
 
 def dac_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
                   value: torch.Tensor, attention_mask: torch.Tensor | None,
                   dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
-    session: DACSession | None = getattr(module, "_dac_session", None)
-    if session is None or not session.decoding:
+    session = bound(module)
+    if not isinstance(session, DACSession) or not session.decoding:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     if query.shape[2] != 1:
@@ -59,51 +61,6 @@ def register() -> None:
     """Make ``attn_implementation="dac"`` known to transformers (idempotent)."""
     AttentionInterface.register(ATTN_IMPLEMENTATION, dac_attention)
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, sdpa_mask)
-
-
-@dataclass
-class StepRecord:
-    step: int  # index of the generated token this forward processed
-    length: int  # KV tokens in the sequence (logical)
-    read: float  # KV tokens read, averaged over layers and KV heads
-    recall: float | None = None  # share of evidence tokens read (when evidence is given)
-
-
-class KVReads:
-    """Decoding attention cost of a sequence, from its per-step records (``self.steps``)."""
-
-    steps: list[StepRecord]
-
-    @property
-    def kv_read(self) -> float:
-        return sum(s.read for s in self.steps)
-
-    @property
-    def kv_full(self) -> int:
-        return sum(s.length for s in self.steps)
-
-    @property
-    def fraction(self) -> float:
-        """KV tokens read / KV tokens full attention would read (1.0 with no decode step)."""
-        return self.kv_read / self.kv_full if self.kv_full else 1.0
-
-
-@dataclass
-class SequenceTrace(KVReads):
-    """Everything one sequence did under DAC: the timeline, reads, and the generated text."""
-
-    layout: PromptLayout
-    parser: StreamingParser
-    detok: IncrementalDetokenizer
-    evidence: list[Span] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-    blocks: list[list[int]] = field(default_factory=list)  # kept blocks per step (text-driven)
-    text: str = ""
-    finished: bool = False
-
-    @property
-    def events(self) -> list[ProtocolEvent]:
-        return self.parser.events
 
 
 class DACSession:
@@ -119,51 +76,44 @@ class DACSession:
         self.policy = get_policy(policy)
         self.config = config or PlanConfig()
         self.kernel = kernel
-        self.record_blocks = record_blocks
-        evidence = evidence or [[] for _ in layouts]
-        if len(evidence) != len(layouts):
-            raise ValueError("evidence must have one entry per layout")
-        self.traces = [SequenceTrace(lay, StreamingParser(lay.num_sections),
-                                     IncrementalDetokenizer(tokenizer), list(ev))
-                       for lay, ev in zip(layouts, evidence)]
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.runtime = BatchRuntime(layouts, tokenizer, model_eos_ids(model, tokenizer),
+                                    self.policy, self.config, evidence,
+                                    record_blocks=record_blocks and not self.policy.query_aware)
         self.decoding = False
         self._prefilled = False
-        self._hooks: list[Any] = []
+        self._stack: contextlib.ExitStack | None = None
         self._modules = attention_modules(model)
-        self._prev_impl: Any = None
         self._pads: list[int] = []
-        self._lengths: list[int] = []
-        self._active: list[bool] = []
-        self._base: list[list[int]] = []
         self._index: torch.Tensor | None = None
         self._valid: torch.Tensor | None = None
         self._layer_reads: list[float] = []
         self._layer_recall: list[float] = []
         self._layers_seen = 0
 
+    @property
+    def traces(self) -> list[SequenceRuntime]:
+        """Per-sequence state: events, steps, blocks, text."""
+        return self.runtime.seqs
+
     # -- attach / detach -------------------------------------------------------------------
     def __enter__(self) -> DACSession:
         register()
-        self._prev_impl = self.model.config._attn_implementation
+        stack = contextlib.ExitStack()
+        prev = self.model.config._attn_implementation
         self.model.set_attn_implementation(ATTN_IMPLEMENTATION)
-        for m in self._modules:
-            m._dac_session = self
-        self._hooks = [
-            self.model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
-            self.model.register_forward_hook(self._post_forward, with_kwargs=True),
-        ]
+        if prev is not None:
+            stack.callback(self.model.set_attn_implementation, prev)
+        stack.enter_context(bind(self._modules, self))
+        for hook in (self.model.register_forward_pre_hook(self._pre_forward, with_kwargs=True),
+                     self.model.register_forward_hook(self._post_forward, with_kwargs=True)):
+            stack.callback(hook.remove)
+        self._stack = stack
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
-        for m in self._modules:
-            if getattr(m, "_dac_session", None) is self:
-                del m._dac_session
-        if self._prev_impl is not None:
-            self.model.set_attn_implementation(self._prev_impl)
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
         self.decoding = False
 
     # -- hooks -----------------------------------------------------------------------------
@@ -178,38 +128,21 @@ class DACSession:
             raise RuntimeError("DAC decodes one token per step; got a step of "
                                f"{ids.shape[1]} tokens")
         self.decoding = True
-        cfg = self.config
-        toks = ids[:, -1].tolist()
-        self._base = []
-        for b, (tr, tok) in enumerate(zip(self.traces, toks)):
-            if self._active[b] and tok in self.eos_ids:
-                self._active[b] = False
-                tr.finished = True
-            if self._active[b]:
-                step = len(tr.detok.ids)
-                tr.parser.feed(tr.detok.push([tok]), step)
-            self._lengths[b] += 1
-            state = SequenceState(tr.layout, tr.parser.current, self._lengths[b],
-                                  len(tr.detok.ids) - 1, b)
-            self._base.append(self.policy.plan(state, cfg))
+        rt = self.runtime
+        plans = rt.advance(ids[:, -1].tolist())
         self._layers_seen = 0
-        if self.policy.query_aware:  # positions and reads come per layer from _select
-            self._layer_reads = [0.0] * len(self.traces)
-            self._layer_recall = [0.0] * len(self.traces)
-        else:  # one plan for every layer: gather index and accounting, once per step
+        n = len(rt)
+        self._layer_reads, self._layer_recall = [0.0] * n, [0.0] * n
+        if not self.policy.query_aware:  # one plan for every layer: gather index, once a step
             self._index, self._valid = positions_from_blocks(
-                self._base, self._lengths, self._pads, cfg.block_size, ids.device)
-            self._layer_reads = [float(tokens_in_blocks(blk, n, cfg.block_size))
-                                 for blk, n in zip(self._base, self._lengths)]
-            self._layer_recall = [coverage(blk, tr.evidence, cfg.block_size) if tr.evidence else 0.0
-                                  for blk, tr in zip(self._base, self.traces)]
+                plans, rt.lengths, self._pads, self.config.block_size, ids.device)
 
     def _start(self, ids: torch.Tensor, mask: torch.Tensor | None, cache: Any) -> None:
         if cache is not None and hasattr(cache, "get_seq_length") and cache.get_seq_length() > 0:
             raise RuntimeError("DAC sessions start from an empty KV cache")
         bsz, width = ids.shape
-        if bsz != len(self.traces):
-            raise ValueError(f"batch of {bsz} sequences but {len(self.traces)} layouts")
+        if bsz != len(self.runtime):
+            raise ValueError(f"batch of {bsz} sequences but {len(self.runtime)} layouts")
         pads = [0] * bsz
         if mask is not None and mask.dim() == 2:
             for b in range(bsz):
@@ -218,34 +151,28 @@ class DACSession:
                 if row != [0] * (width - real) + [1] * real:
                     raise ValueError("DAC batches must be left-padded (tokenizer.padding_side='left')")
                 pads[b] = width - real
-        for b, tr in enumerate(self.traces):
+        for b, seq in enumerate(self.runtime.seqs):
             n = width - pads[b]
-            if n != tr.layout.prompt_len:
+            if n != seq.layout.prompt_len:
                 raise ValueError(f"row {b}: {n} prompt tokens but its layout has "
-                                 f"{tr.layout.prompt_len}")
+                                 f"{seq.layout.prompt_len}")
         self._pads = pads
-        self._lengths = [width - p for p in pads]
-        self._active = [True] * bsz
         self._prefilled = True
-        self.policy.reset(bsz)
+        self.runtime.start([width - p for p in pads])
 
     def _post_forward(self, module: Any, args: tuple, kwargs: dict, output: Any) -> None:
         if not self.decoding or self._layers_seen == 0:
             return
-        n_layers = self._layers_seen if self.policy.query_aware else 1
         logits = getattr(output, "logits", None)
-        for b, tr in enumerate(self.traces):
-            if not self._active[b]:
-                continue
-            if logits is not None:
-                self.policy.observe(b, logits[b, -1])
-            rec = None
-            if tr.evidence:
-                rec = self._layer_recall[b] / n_layers
-            tr.steps.append(StepRecord(len(tr.detok.ids) - 1, self._lengths[b],
-                                       self._layer_reads[b] / n_layers, rec))
-            if self.record_blocks and not self.policy.query_aware:
-                tr.blocks.append(self._base[b])
+        if logits is not None:
+            self.runtime.observe(logits[:, -1])
+        if not self.policy.query_aware:
+            self.runtime.record()
+            return
+        k = self._layers_seen
+        self.runtime.record([r / k for r in self._layer_reads],
+                            [r / k if seq.evidence else None
+                             for r, seq in zip(self._layer_recall, self.runtime.seqs)])
 
     # -- the decode attention --------------------------------------------------------------
     def attend(self, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -263,13 +190,14 @@ class DACSession:
         hk, d = key.shape[1], key.shape[-1]
         scale = scaling if scaling is not None else d ** -0.5
         rows: list[list[torch.Tensor]] = []
-        for b, tr in enumerate(self.traces):
-            n, off = self._lengths[b], self._pads[b]
+        rt = self.runtime
+        for b, seq in enumerate(rt.seqs):
+            n, off = rt.lengths[b], self._pads[b]
             keys = key[b, :, off:off + n]
-            keep = self.policy.select(layer_idx, query[b, :, 0], keys, self._base[b], cfg, scale)
+            keep = self.policy.select(layer_idx, query[b, :, 0], keys, rt.plans[b], cfg, scale)
             if keep is None:
                 keep = torch.zeros(hk, num_blocks(n, bs), dtype=torch.bool, device=key.device)
-                keep[:, self._base[b]] = True
+                keep[:, rt.plans[b]] = True
             per_head = []
             reads = recall = 0.0
             for h in range(hk):
@@ -278,11 +206,10 @@ class DACSession:
                 pos = pos[pos < n]
                 per_head.append(pos + off)
                 reads += len(pos)
-                if tr.evidence and self._active[b]:
-                    recall += coverage(blk.tolist(), tr.evidence, bs)
-            if self._active[b]:
-                self._layer_reads[b] += reads / hk
-                self._layer_recall[b] += recall / hk
+                if seq.evidence and not seq.stopped:
+                    recall += coverage(blk.tolist(), seq.evidence, bs)
+            self._layer_reads[b] += reads / hk
+            self._layer_recall[b] += recall / hk
             rows.append(per_head)
         width = max(len(p) for r in rows for p in r)
         index = torch.zeros(len(rows), hk, width, dtype=torch.long, device=key.device)
@@ -296,27 +223,6 @@ class DACSession:
     # -- after generation ------------------------------------------------------------------
     def finish(self, generated: list[list[int]]) -> None:
         """Feed the tokens no forward pass saw (the last sampled one) and close the parsers."""
-        for tr, ids in zip(self.traces, generated):
-            seen = len(tr.detok.ids)
-            for tok in ids[seen:]:
-                if tok in self.eos_ids:
-                    break
-                step = len(tr.detok.ids)
-                tr.parser.feed(tr.detok.push([tok]), step)
-            tail = tr.detok.flush()
-            if tail:
-                tr.parser.feed(tail, len(tr.detok.ids) - 1)
-            tr.parser.finish(len(tr.detok.ids))
-            tr.text = self.tokenizer.decode(tr.detok.ids, skip_special_tokens=True,
-                                            clean_up_tokenization_spaces=False)
+        for seq, ids in zip(self.runtime.seqs, generated):
+            seq.finish(ids)
         self.decoding = False
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
-        e = getattr(src, "eos_token_id", None)
-        if e is None:
-            continue
-        ids.update(e if isinstance(e, (list, tuple)) else [e])
-    return {int(i) for i in ids}

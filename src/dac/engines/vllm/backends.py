@@ -82,18 +82,25 @@ class DACBuilderMixin:
         return super().build(common_prefix_len, cm, fast_build)  # type: ignore[misc]
 
 
+def dac_backend(backend: type, builder: type, module: str) -> tuple[type, type]:
+    """``(DAC<backend>, DAC<builder>)``: the backend whose metadata builder applies DAC plans.
+
+    The classes are created in ``module`` under those names (vLLM imports a backend by its
+    class path, so each must be a module-level name there)."""
+    bname, kname = f"DAC{builder.__name__}", f"DAC{backend.__name__}"
+    new_builder = type(bname, (DACBuilderMixin, builder), {"__module__": module,
+                                                           "__qualname__": bname})
+    new_backend = type(kname, (backend,), {
+        "__module__": module, "__qualname__": kname,
+        "get_builder_cls": staticmethod(lambda: new_builder)})
+    return new_backend, new_builder
+
+
 # -- CPU (tested) -------------------------------------------------------------------------
 from vllm.v1.attention.backends.cpu_attn import (  # noqa: E402
     CPUAttentionBackend,
     CPUAttentionMetadataBuilder,
 )
 
-
-class DACCPUAttentionMetadataBuilder(DACBuilderMixin, CPUAttentionMetadataBuilder):
-    pass
-
-
-class DACCPUAttentionBackend(CPUAttentionBackend):
-    @staticmethod
-    def get_builder_cls() -> type[DACCPUAttentionMetadataBuilder]:
-        return DACCPUAttentionMetadataBuilder
+DACCPUAttentionBackend, DACCPUAttentionMetadataBuilder = dac_backend(
+    CPUAttentionBackend, CPUAttentionMetadataBuilder, __name__)

@@ -19,11 +19,10 @@ from __future__ import annotations
 from typing import Any
 
 from ...planning.blocks import PlanConfig
-from ...planning.policies import Policy, get_policy
+from ...planning import Policy, get_policy
 from ...protocol.constraint import section_bans
 from ...protocol.context import PromptLayout, Span
-from ...protocol.parser import strip_directives
-from ..hf.generate import ContextTooLongError, GenerationResult
+from ...runtime import GenerationResult, check_fits
 from .options import DACOptionError, bounded_allowed_ids, parse_options, to_extra_args
 from .support import unsupported_reasons
 from .tracker import eos_token_ids, replay
@@ -103,11 +102,8 @@ class VLLMEngine:
         evidence = evidence or [[] for _ in layouts]
         if len(evidence) != len(layouts):
             raise ValueError("evidence must have one entry per layout")
-        for lay in layouts:
-            if lay.prompt_len + max_new_tokens > self.max_model_len:
-                raise ContextTooLongError(
-                    f"prompt of {lay.prompt_len} tokens + {max_new_tokens} new tokens exceeds the "
-                    f"engine's limit of {self.max_model_len} positions")
+        check_fits(layouts, max_new_tokens, self.max_model_len,
+                   "the engine's limit of {limit} positions")
         from vllm.inputs import TokensPrompt
 
         prompts = [TokensPrompt(prompt_token_ids=list(lay.input_ids)) for lay in layouts]
@@ -122,14 +118,8 @@ class VLLMEngine:
             ids = list(comp.token_ids)
             opts = parse_options(sp.extra_args, kernel_block_size=self.block_size)
             assert opts is not None
-            tr, text = replay(opts, lay, self.tokenizer, ids, self.eos_ids, ev)
-            res = GenerationResult(text=text, answer=strip_directives(text),
-                                   events=list(tr.parser.events), steps=list(tr.steps),
-                                   blocks=list(tr.blocks), prompt_tokens=lay.prompt_len,
-                                   generated_ids=list(tr.detok.ids))
-            res.logprobs = _sampled_logprobs(comp)  # type: ignore[attr-defined]
-            res.token_ids = ids  # type: ignore[attr-defined]
-            results.append(res)
+            tr, _ = replay(opts, lay, self.tokenizer, ids, self.eos_ids, ev)
+            results.append(tr.result(token_ids=ids, logprobs=_sampled_logprobs(comp)))
         return results
 
 

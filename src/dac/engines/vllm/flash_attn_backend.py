@@ -1,7 +1,7 @@
-"""DAC on vLLM's FlashAttention backend (GPU): same builder pattern as the CPU backend.
+"""DAC on vLLM's FlashAttention backend (GPU): the builder pattern of :mod:`.backends`.
 
-Written on the pattern of :mod:`.backends`; not exercised by the CPU test suite (no GPU build of
-vLLM is available to it). Needs ``cudagraph_mode`` without full graphs (see :mod:`.support`).
+Not exercised by the CPU test suite (no GPU build of vLLM is available to it). Needs
+``cudagraph_mode`` without full graphs (see :mod:`.support`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,7 @@ from vllm.v1.attention.backends.flash_attn import (
     FlashAttentionMetadataBuilder,
 )
 
-from .backends import DACBuilderMixin
+from .backends import dac_backend
 
-
-class DACFlashAttentionMetadataBuilder(DACBuilderMixin, FlashAttentionMetadataBuilder):
-    pass
-
-
-class DACFlashAttentionBackend(FlashAttentionBackend):
-    @staticmethod
-    def get_builder_cls() -> type[DACFlashAttentionMetadataBuilder]:
-        return DACFlashAttentionMetadataBuilder
+DACFlashAttentionBackend, DACFlashAttentionMetadataBuilder = dac_backend(
+    FlashAttentionBackend, FlashAttentionMetadataBuilder, __name__)

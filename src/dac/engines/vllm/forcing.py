@@ -4,7 +4,7 @@ Enabled per request with ``extra_args={"force_token_ids": [...]}``: step ``t`` m
 ``force_token_ids[t]``; afterwards the model chooses. Log-probabilities are unaffected (vLLM
 reports raw log-probabilities, computed before logits processors), so a forced continuation is
 scored exactly as the model sees it. Used by the tests to make a random model "write"
-directives, the counterpart of :class:`dac.engines.hf.forcing.ForceText` on the Hugging Face side.
+directives, the counterpart of the Hugging Face engine's ``ForceText``.
 
 Pass the class to the engine: ``LLM(..., logits_processors=[ForcedTokensLogitsProcessor])``.
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 from ...protocol.context import PromptLayout, Span
 from ...protocol.prompt import section_marker
-from .options import DACOptionError
+from .errors import DACOptionError
 
 QUESTION = "\n\nQuestion:"
 DOCUMENT = "Document:\n"

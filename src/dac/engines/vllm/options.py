@@ -27,9 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...planning import Capability, Policy, UnsupportedPolicyError, check_policy, get_policy
 from ...planning.blocks import PlanConfig
-from ...planning.policies import Policy, get_policy
 from ...protocol.context import PromptLayout, Span
+from .errors import DACOptionError
+from .layout import layout_from_markers
 
 KEYS = ("dac", "dac_policy", "dac_block_size", "dac_sink_tokens", "dac_window",
         "dac_local_window", "dac_keep_preamble", "dac_sections", "dac_preamble",
@@ -38,8 +40,12 @@ _INT_KEYS = {"dac_block_size": "block_size", "dac_sink_tokens": "sink_tokens",
              "dac_window": "window", "dac_local_window": "local_window"}
 
 
-class DACOptionError(ValueError):
-    """A malformed DAC option (the server answers HTTP 400 with this message)."""
+#: what the vLLM engine computes: plans from directives (no per-head selection, no logits)
+SUPPORTS = (Capability.DIRECTIVES,)
+HINT = "the vLLM engine supports dac, full and streaming"
+
+__all__ = ["KEYS", "DACOptionError", "DACOptions", "bounded_allowed_ids", "is_dac_request",
+           "parse_options", "to_extra_args"]
 
 
 @dataclass
@@ -61,8 +67,6 @@ class DACOptions:
             if tokenizer is None:
                 raise DACOptionError("dac_sections not given and no tokenizer to find the "
                                      "[S1], [S2]... markers of the prompt")
-            from .layout import layout_from_markers
-
             return layout_from_markers(tokenizer, prompt_ids)
         for s in [*self.sections, *(self.protected or []), *([self.preamble] if self.preamble else [])]:
             if s.end > n:
@@ -144,14 +148,9 @@ def parse_options(extra_args: dict[str, Any] | None, *, kernel_block_size: int |
         raise DACOptionError(f"dac_policy must be a string, got {spec!r}")
     try:
         policy = get_policy(spec)
-    except ValueError as e:
+        check_policy(policy, SUPPORTS, engine="vllm", hint=HINT)
+    except ValueError as e:  # UnsupportedPolicyError included
         raise DACOptionError(f"dac_policy: {e}") from None
-    if getattr(policy, "needs_logits", False):  # e.g. "dac+safety": the worker has no logits
-        raise DACOptionError(f"dac_policy {policy.name!r} needs each step's logits; "
-                             "the vLLM engine supports dac, full and streaming")
-    if policy.query_aware:
-        raise DACOptionError(f"dac_policy {policy.name!r} is query-aware (per-head block "
-                             "scores); the vLLM engine supports dac, full and streaming")
     kw: dict[str, Any] = {}
     for key, name in _INT_KEYS.items():
         if key in extra_args:
@@ -203,19 +202,13 @@ def to_extra_args(layout: PromptLayout, config: PlanConfig, policy: str | Policy
                   bound_sections: bool = True) -> dict[str, Any]:
     """The ``extra_args`` that carry ``layout`` and ``config`` to the engine for one request."""
     pol = get_policy(policy)
-    if getattr(pol, "needs_logits", False):  # e.g. "dac+safety"
-        raise DACOptionError(f"policy {pol.name!r} needs each step's logits; the vLLM engine "
-                             "supports dac, full and streaming")
-    if pol.query_aware:
-        raise DACOptionError(f"policy {pol.name!r} is query-aware; the vLLM engine supports "
-                             "dac, full and streaming")
-    name = pol.name
-    opts = [f"{f}={getattr(pol, f)}" for f in ("window",) if getattr(pol, f, None) is not None]
-    if opts:
-        name += ":" + ",".join(opts)
+    try:
+        check_policy(pol, SUPPORTS, engine="vllm", hint=HINT)
+    except UnsupportedPolicyError as e:
+        raise DACOptionError(str(e)) from None
     flat = lambda spans: [x for s in spans for x in (s.start, s.end)]  # noqa: E731
     return {
-        "dac": 1, "dac_policy": name, "dac_block_size": config.block_size,
+        "dac": 1, "dac_policy": pol.spec(), "dac_block_size": config.block_size,
         "dac_sink_tokens": config.sink_tokens, "dac_window": config.window,
         "dac_local_window": config.local_window, "dac_keep_preamble": int(config.keep_preamble),
         "dac_sections": flat(layout.sections), "dac_preamble": flat([layout.preamble]),

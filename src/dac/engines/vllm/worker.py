@@ -17,7 +17,8 @@ from typing import Any
 
 from .options import DACOptionError, is_dac_request, parse_options
 from .support import unsupported_reasons
-from .tracker import RequestTracker, eos_token_ids
+from ...runtime import eos_token_ids
+from .tracker import RequestTracker
 
 logger = logging.getLogger("dac.vllm")
 

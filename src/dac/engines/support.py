@@ -1,4 +1,5 @@
-"""Which Hugging Face models the engine computes exactly, and a clear refusal for the rest."""
+"""Which transformers models the engines compute exactly (a clear refusal for the rest), and the
+few facts about a loaded model that the HF and fast engines both need."""
 
 from __future__ import annotations
 
@@ -51,3 +52,16 @@ def attention_modules(model: Any) -> list[Any]:
     """The self-attention modules the attention function will be called with."""
     return [m for m in model.modules()
             if hasattr(m, "layer_idx") and hasattr(m, "head_dim") and type(m).__name__.endswith("Attention")]
+
+
+def max_positions(model: Any) -> int | None:
+    """The model's position limit (``max_position_embeddings``), if it declares one."""
+    return getattr(_text_config(model.config), "max_position_embeddings", None)
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else EOS, else 0."""
+    for tid in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if tid is not None:
+            return int(tid)
+    return 0

@@ -1,0 +1,11 @@
+"""The fast engine: static KV cache, FlexAttention over the kept blocks, CUDA graphs.
+
+:class:`FastEngine` is an :class:`~dac.engines.base.Engine` (``dac eval --engine fast``);
+:class:`FastDecoder` decodes one batch shape; :class:`~.static.StaticStep` is the captured
+forward and :class:`~.quest.DeviceQuest` Quest's selection on the device.
+"""
+
+from .decoder import FastDecoder
+from .engine import FastEngine
+
+__all__ = ["FastDecoder", "FastEngine"]

@@ -1,0 +1,215 @@
+"""The static-cache decode step: one K/V tensor per layer, FlexAttention over the kept blocks,
+and the whole step (embedding, every layer, cache writes, logits) captured in one CUDA graph.
+
+* **Static cache.** One ``[B, Hk, S, d]`` K and V tensor per layer, allocated once. Row ``b``
+  holds its tokens at positions ``[0, length_b)`` (prefill runs row by row, so no padding is
+  stored or read); each decode step writes its K/V at ``length_b - 1`` per row.
+* **Kernel.** The model runs unmodified with the attention function ``"dac_fast"``, which finds
+  this object through :func:`dac.runtime.bound`: prefill is causal SDPA, decode is
+  :func:`dac.kernels.flex.flex_decode` over a :class:`~dac.kernels.flex.KeptBlocks` mask
+  whose tensors are rewritten in place each step (and, for Quest, per layer on the device).
+* **Graphs.** On CUDA the step is captured once and replayed; per step the host only copies
+  the step's tokens and the staged plan (a few small tensors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+
+from ...kernels.flex import KeptBlocks, cache_length, flex_decode, shared_q_len
+from ...runtime import bind, bound
+from ..support import attention_modules, max_positions
+from .quest import DeviceQuest
+
+ATTN_IMPLEMENTATION = "dac_fast"
+
+
+def fast_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                   value: torch.Tensor, attention_mask: torch.Tensor | None,
+                   dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
+    step = bound(module)
+    if not isinstance(step, StaticStep):
+        raise RuntimeError("attention 'dac_fast' runs only inside a FastDecoder")
+    return step.attend(module.layer_idx, query, key, value, scaling), None
+
+
+def register() -> None:
+    """Make ``attn_implementation="dac_fast"`` known to transformers (idempotent). No mask
+    function is registered: the model then builds no attention mask at all."""
+    AttentionInterface.register(ATTN_IMPLEMENTATION, fast_attention)
+
+
+def text_config(model: Any) -> Any:
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+class StaticStep:
+    """Static cache, kept-block mask and the (graph-captured) decode forward of one batch."""
+
+    def __init__(self, model: Any, *, batch_size: int, max_len: int, block_size: int,
+                 per_head: bool = False, cuda_graph: bool | None = None,
+                 compile_model: bool = False,
+                 kv: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None):
+        self.model = model
+        tc = text_config(model)
+        self.n_layers = tc.num_hidden_layers
+        self.hq = tc.num_attention_heads
+        self.hk = getattr(tc, "num_key_value_heads", None) or self.hq
+        self.d = getattr(tc, "head_dim", None) or tc.hidden_size // self.hq
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
+        limit = max_positions(model)
+        if limit is not None and max_len > limit:
+            raise ValueError(f"max_len {max_len} exceeds the model's {limit} positions")
+        self.batch, self.max_len = batch_size, max_len
+        self.cache_len = cache_length(max_len, block_size)
+        self.num_blocks = self.cache_len // block_size
+        shape = (batch_size, self.hk, self.cache_len, self.d)
+        if kv is None:
+            kv = ([torch.zeros(shape, dtype=self.dtype, device=self.device)
+                   for _ in range(self.n_layers)],
+                  [torch.zeros(shape, dtype=self.dtype, device=self.device)
+                   for _ in range(self.n_layers)])
+        elif kv[0][0].shape != shape or len(kv[0]) != self.n_layers:
+            raise ValueError(f"shared cache has shape {tuple(kv[0][0].shape)}, need {shape}")
+        self.k, self.v = kv
+        heads = self.hk if per_head else 1
+        q_len = self.hq // self.hk if per_head else shared_q_len(self.hq, self.hk)
+        self.mask = KeptBlocks(batch_size, heads, self.cache_len, block_size, q_len=q_len,
+                               device=self.device)
+        self.quest: DeviceQuest | None = None  # set by the decoder for Quest
+        dev = self.device
+        # this step's input token and write slot per row, one int64 buffer: one copy per step
+        self._step_in = torch.zeros(2 * batch_size, dtype=torch.long, device=dev)
+        self.ids = self._step_in[:batch_size].view(batch_size, 1)
+        self.pos = self._step_in[batch_size:]
+        self._bidx = torch.arange(batch_size, device=dev)
+        self._h_step = torch.zeros(2 * batch_size, dtype=torch.long)
+        if dev.type == "cuda":
+            self._h_step = self._h_step.pin_memory()
+        self.prefill_row: int | None = None
+        self._modules = attention_modules(model)
+        self.use_graph = (dev.type == "cuda") if cuda_graph is None else cuda_graph
+        if self.use_graph and dev.type != "cuda":
+            raise ValueError("CUDA graphs need a CUDA model")
+        self._graph: Any = None
+        self._logits: torch.Tensor | None = None
+        # compiling the whole step fuses the many small per-layer kernels (norms, rotary, ...)
+        self._step_fn = torch.compile(self._forward, dynamic=False) if compile_model \
+            else self._forward
+        register()
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        """The model runs ``dac_fast`` attention against this step while inside."""
+        prev = self.model.config._attn_implementation
+        self.model.set_attn_implementation(ATTN_IMPLEMENTATION)
+        try:
+            with bind(self._modules, self):
+                yield
+        finally:
+            self.model.set_attn_implementation(prev)
+
+    # -- attention (called by the model's layers) -------------------------------------------
+    def attend(self, layer: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+               scaling: float | None) -> torch.Tensor:
+        if self.prefill_row is not None:
+            r, n = self.prefill_row, key.shape[2]
+            self.k[layer][r, :, :n] = key[0]
+            self.v[layer][r, :, :n] = value[0]
+            out = F.scaled_dot_product_attention(query, key, value, is_causal=True, scale=scaling,
+                                                 enable_gqa=self.hq != self.hk)
+            return out.transpose(1, 2)
+        if query.shape[2] != 1:
+            raise RuntimeError("the fast decoder decodes one token per step")
+        kc, vc = self.k[layer], self.v[layer]
+        knew = key[:, :, 0]
+        kc[self._bidx, :, self.pos] = knew
+        vc[self._bidx, :, self.pos] = value[:, :, 0]
+        if self.quest is not None:
+            self.quest.select(layer, query, knew, self.pos, self.mask)
+        return flex_decode(query, kc, vc, self.mask, scaling, compiled=self.device.type == "cuda")
+
+    # -- the step ----------------------------------------------------------------------------
+    def _forward(self) -> torch.Tensor:
+        out = self.model(input_ids=self.ids, position_ids=self.pos[:, None], use_cache=False)
+        return out.logits[:, -1]
+
+    def capture(self) -> None:
+        """Record the step in a CUDA graph (after a warm-up on a side stream)."""
+        # a valid dummy state (prefill or fill_random overwrite what the warm-up writes)
+        self.mask.set_blocks([[0]] * self.batch, [1] * self.batch)
+        self._step_in.zero_()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with self.attached(), torch.no_grad():
+            with torch.cuda.stream(stream):
+                for _ in range(3):
+                    self._step_fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._logits = self._step_fn()
+        self._graph = graph
+        torch.cuda.synchronize()
+
+    def run(self) -> torch.Tensor:
+        """The decode forward for the staged tokens and plan: logits ``[B, V]``."""
+        if self._graph is not None:
+            self._graph.replay()
+            return self._logits  # type: ignore[return-value]
+        with torch.no_grad(), self.attached():
+            return self._step_fn()
+
+    def set_tokens(self, tokens: Sequence[int], lengths: Sequence[int]) -> None:
+        """This step's input token per row, written at its row's ``length - 1``."""
+        b = self.batch
+        self._h_step[:b] = torch.as_tensor(list(tokens), dtype=torch.long)
+        self._h_step[b:] = torch.as_tensor(list(lengths), dtype=torch.long) - 1
+        self._step_in.copy_(self._h_step, non_blocking=True)
+
+    # -- cache setup -------------------------------------------------------------------------
+    @torch.no_grad()
+    def prefill(self, prompts: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Run each prompt through the model into its cache row; next-token logits ``[B, V]``."""
+        if len(prompts) != self.batch:
+            raise ValueError(f"decoder built for {self.batch} rows, got {len(prompts)} prompts")
+        rows = []
+        with self.attached():
+            for r, ids in enumerate(prompts):
+                n = len(ids)
+                if not 0 < n < self.max_len:
+                    raise ValueError(f"row {r}: prompt of {n} tokens does not fit max_len "
+                                     f"{self.max_len} (one position is needed to decode)")
+                self.prefill_row = r
+                try:
+                    t = torch.as_tensor(list(ids), dtype=torch.long, device=self.device)[None]
+                    pos = torch.arange(n, device=self.device)[None]
+                    out = self.model(input_ids=t, position_ids=pos, use_cache=False,
+                                     logits_to_keep=1)
+                finally:
+                    self.prefill_row = None
+                rows.append(out.logits[0, -1])
+                if self.quest is not None:
+                    self.quest.fill(r, self.k, n)
+        return torch.stack(rows)
+
+    @torch.no_grad()
+    def fill_random(self, lengths: Sequence[int], seed: int = 0) -> None:
+        """Benchmarks: random K/V for ``lengths[b]`` tokens per row (no model prefill)."""
+        gen = torch.Generator(device=self.device).manual_seed(seed)
+        for layer in range(self.n_layers):
+            for t in (self.k[layer], self.v[layer]):
+                t.normal_(generator=gen)
+        for r, n in enumerate(lengths):
+            if not 0 < n < self.max_len:
+                raise ValueError(f"row {r}: length {n} does not fit max_len {self.max_len}")
+            if self.quest is not None:
+                self.quest.fill(r, self.k, n)
