@@ -57,3 +57,18 @@ def test_render_round_trip(d):
     text = d.render()
     assert text.startswith("[[") and text.endswith("]]")
     assert parse_directive(text[2:-2]) == d
+
+
+@pytest.mark.parametrize("body", ["focus ２", "focus S٣", "focus S1-S٣", "local ２", "local ٣"])
+def test_only_ascii_digits(body):
+    """Full-width and Arabic-Indic digits are garbage in every directive, not only local."""
+    with pytest.raises(DirectiveError) as e:
+        parse_directive(body)
+    assert e.value.kind == "garbage"
+
+
+def test_long_section_numbers_parse_when_bounded():
+    assert parse_directive("focus S2, S99999999999").sections() == [2, 99999999999]
+    with pytest.raises(DirectiveError):  # unbounded, an enormous span is garbage
+        parse_directive("focus S1-S99999999999")
+    assert parse_directive("focus S1-S99999999999", bounded=True).regions == ((1, 99999999999),)

@@ -137,3 +137,18 @@ def test_detokenizer_deltas_concatenate_to_decode(tokenizer):
         p.feed(d2.push([t]), step)
     assert [e.kind for e in p.events] == ["directive", "directive"]
     assert p.current == GLOBAL
+
+
+def test_out_of_range_sections_are_dropped_as_documented():
+    """docs/protocol.md: a focus on sections that partly exist keeps the existing ones."""
+    from dac.protocol.grammar import Directive, Mode
+
+    for text, kept in [("[[focus S2, S99999999999]]", ((2, 2),)),
+                       ("[[focus S3-S99999999999]]", ((3, 5),))]:
+        p = StreamingParser(5)
+        (ev,) = p.feed(text, 0)
+        assert ev.kind == "unknown_section" and ev.applied == Directive(Mode.FOCUS, kept)
+        assert p.current.sections() == sorted({s for lo, hi in kept for s in range(lo, hi + 1)})
+    p = StreamingParser(5)
+    (ev,) = p.feed("[[focus ２]]", 0)
+    assert ev.kind == "garbage" and p.current.mode is Mode.GLOBAL

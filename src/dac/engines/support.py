@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 
 class UnsupportedModelError(ValueError):
     pass
@@ -35,7 +37,8 @@ def check_supported(model: Any) -> None:
             f"{name}: layers of type {', '.join(other)} (e.g. sliding-window or linear attention) "
             "are not supported; only full-attention decoders are")
     window = getattr(cfg, "sliding_window", None)
-    if window and getattr(cfg, "use_sliding_window", True):
+    # with layer_types, the window applies to sliding layers only (none, per the check above)
+    if window and getattr(cfg, "use_sliding_window", True) and not layer_types:
         raise UnsupportedModelError(
             f"{name}: sliding-window attention (window {window}) is not supported")
     if getattr(cfg, "alibi", False) or getattr(cfg, "position_embedding_type", "") == "alibi":
@@ -44,14 +47,22 @@ def check_supported(model: Any) -> None:
     if callable(can_set) and not can_set():
         raise UnsupportedModelError(
             f"{name}: the model does not dispatch attention through transformers' AttentionInterface")
-    if not attention_modules(model):
-        raise UnsupportedModelError(f"{name}: no attention layers with a layer index were found")
+    modules = attention_modules(model)
+    if not modules:
+        raise UnsupportedModelError(
+            f"{name}: no self-attention layers that transformers' attention functions serve "
+            "were found")
+    if any(isinstance(getattr(m, "sinks", None), torch.nn.Parameter) for m in modules):
+        raise UnsupportedModelError(
+            f"{name}: learned attention sinks (a per-head logit that takes softmax mass, as in "
+            "gpt-oss) are not computed by the DAC kernels, so decoding would not be exact")
 
 
 def attention_modules(model: Any) -> list[Any]:
-    """The self-attention modules the attention function will be called with."""
+    """The self-attention modules the attention function will be called with (each decoder
+    layer's ``...Attention`` module, which carries its ``layer_idx``)."""
     return [m for m in model.modules()
-            if hasattr(m, "layer_idx") and hasattr(m, "head_dim") and type(m).__name__.endswith("Attention")]
+            if hasattr(m, "layer_idx") and type(m).__name__.endswith("Attention")]
 
 
 def max_positions(model: Any) -> int | None:

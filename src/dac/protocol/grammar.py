@@ -8,9 +8,10 @@ A directive is written inside double square brackets::
     [[focus S3]]               attend to section 3 (plus sinks, question, recent text)
     [[focus S2-S4, S7]]        several sections and ranges ("S" is optional: [[focus 2-4,7]])
 
-Modes are case-insensitive; whitespace inside the brackets is free. Anything else between
-``[[`` and ``]]`` is a malformed directive: it is reported, never raised (see
-:class:`~dac.protocol.parser.StreamingParser` for the fallback).
+Modes are case-insensitive; whitespace inside the brackets is free. Numbers are ASCII digits
+only, everywhere (``[[focus ２]]``, with a full-width digit, is garbage like ``[[local ２]]``).
+Anything else between ``[[`` and ``]]`` is a malformed directive: it is reported, never raised
+(see :class:`~dac.protocol.parser.StreamingParser` for the fallback).
 """
 
 from __future__ import annotations
@@ -63,14 +64,18 @@ class DirectiveError(ValueError):
         self.kind = kind
 
 
-_REGION = re.compile(r"^\s*[sS]?\s*(\d{1,6})\s*(?:-\s*[sS]?\s*(\d{1,6})\s*)?$")
+_REGION = re.compile(r"^\s*[sS]?\s*([0-9]+)\s*(?:-\s*[sS]?\s*([0-9]+)\s*)?$")
 _HEAD = re.compile(r"^\s*([A-Za-z]+)\s*:?\s*(.*?)\s*$", re.DOTALL)
-#: Sections a single directive may name; more is treated as garbage rather than planned.
+#: Sections one region may span when no section count bounds it; wider is garbage rather
+#: than planned. (A parser that knows the count clips regions to it instead.)
 MAX_SECTION_SPAN = 100_000
 
 
-def parse_directive(body: str) -> Directive:
-    """Parse the text between ``[[`` and ``]]``. Raises :class:`DirectiveError` if malformed."""
+def parse_directive(body: str, *, bounded: bool = False) -> Directive:
+    """Parse the text between ``[[`` and ``]]``. Raises :class:`DirectiveError` if malformed.
+
+    ``bounded``: the caller clips regions to the prompt's sections itself, so a region of any
+    width is well-formed (``[[focus S2-S99999999999]]`` then means "S2 onwards")."""
     m = _HEAD.match(body)
     if not m:
         raise DirectiveError("garbage", f"not a directive: {body!r}")
@@ -100,7 +105,7 @@ def parse_directive(body: str) -> Directive:
         hi = int(r.group(2)) if r.group(2) is not None else lo
         if lo < 1 or hi < lo:
             raise DirectiveError("empty_region", f"empty region S{lo}-S{hi}")
-        if hi - lo > MAX_SECTION_SPAN:
+        if hi - lo > MAX_SECTION_SPAN and not bounded:
             raise DirectiveError("garbage", f"region S{lo}-S{hi} is implausibly large")
         regions.append((lo, hi))
     return Directive(Mode.FOCUS, tuple(regions))

@@ -112,7 +112,7 @@ class StreamingParser:
     def _complete(self, step: int, body: str) -> ProtocolEvent:
         text = OPEN + body + CLOSE
         try:
-            d = parse_directive(body)
+            d = parse_directive(body, bounded=self.num_sections is not None)
         except DirectiveError as e:
             return self._error(step, e.kind, text, str(e))
         if d.mode is Mode.FOCUS and self.num_sections is not None:

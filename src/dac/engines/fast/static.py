@@ -24,7 +24,7 @@ from transformers import AttentionInterface
 
 from ...kernels.flex import KeptBlocks, cache_length, flex_decode, shared_q_len
 from ...runtime import bind, bound
-from ..support import attention_modules, max_positions
+from ..support import UnsupportedModelError, attention_modules, max_positions
 from .quest import DeviceQuest
 
 ATTN_IMPLEMENTATION = "dac_fast"
@@ -63,6 +63,12 @@ class StaticStep:
         self.hq = tc.num_attention_heads
         self.hk = getattr(tc, "num_key_value_heads", None) or self.hq
         self.d = getattr(tc, "head_dim", None) or tc.hidden_size // self.hq
+        v_dim = getattr(tc, "v_head_dim", None)
+        if getattr(tc, "kv_lora_rank", None) or (v_dim is not None and v_dim != self.d):
+            raise UnsupportedModelError(
+                f"{type(model).__name__}: the fast engine's static cache holds keys and values "
+                "of one head size; latent attention (MLA) has others: use the reference engine "
+                "(dac.engines.hf.generate)")
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         limit = max_positions(model)
