@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,17 +99,44 @@ def read_dac_config(path: str | os.PathLike) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+#: sampling fields read from ``generation_config.json`` and ``dac_config.json``'s "generation"
+SAMPLING_FIELDS = ("do_sample", "temperature", "top_p", "top_k")
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
-    """What a model directory says about how to run it (``dac_config.json``), read once."""
+    """How a model directory says it runs, read once and used by the CLI, the Python API
+    (:func:`dac.engines.hf.generate` without a ``config``) and the server alike."""
 
     plan: PlanConfig  # the mask planner it was trained or tuned with
     prompt: dict[str, Any]  # :func:`dac.protocol.build_prompt` options it was trained with
+    #: ``do_sample`` (False: greedy) and, when sampling, temperature / top_p / top_k
+    sampling: dict[str, Any] = field(default_factory=lambda: {"do_sample": False})
+
+
+def _sampling(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    sources: list[Any] = []
+    gen = path / "generation_config.json"
+    if gen.is_file():
+        try:
+            sources.append(json.loads(gen.read_text()))
+        except (OSError, json.JSONDecodeError):
+            pass
+    sources.append(data.get("generation"))
+    out: dict[str, Any] = {}
+    for d in sources:
+        if isinstance(d, dict):
+            out.update({k: d[k] for k in SAMPLING_FIELDS if d.get(k) is not None})
+    return out if out.get("do_sample") else {"do_sample": False}
 
 
 def load_defaults(path: str | os.PathLike) -> ModelDefaults:
     """The model's defaults: PlanConfig fields (top level or under ``"plan"``) and prompt
-    options (``"prompt"``: ``question_first``) from ``dac_config.json``, else the defaults."""
+    options (``"prompt"``: ``question_first``) from ``dac_config.json``, sampling from
+    ``generation_config.json`` then ``dac_config.json``'s ``"generation"``; greedy and the
+    library's defaults otherwise."""
     import dataclasses
 
     from .planning.blocks import PlanConfig
@@ -123,7 +150,17 @@ def load_defaults(path: str | os.PathLike) -> ModelDefaults:
     if not isinstance(prompt, dict):
         prompt = {}
     return ModelDefaults(PlanConfig(**{k: v for k, v in plan.items() if k in names}),
-                         {k: True for k in PROMPT_OPTIONS if prompt.get(k) is True})
+                         {k: True for k in PROMPT_OPTIONS if prompt.get(k) is True},
+                         _sampling(Path(path), data))
+
+
+def model_defaults(model: Any) -> ModelDefaults:
+    """:func:`load_defaults` of the directory a loaded model came from (the library's
+    defaults for a model built in memory)."""
+    from .planning.blocks import PlanConfig
+
+    path = getattr(getattr(model, "config", None), "_name_or_path", "") or ""
+    return load_defaults(path) if path and Path(path).is_dir() else ModelDefaults(PlanConfig(), {})
 
 
 def load_prompt_options(path: str | os.PathLike) -> dict[str, Any]:

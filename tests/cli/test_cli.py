@@ -149,3 +149,23 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "timeline.png").stat().st_size > 1000
     for rec in out["runs"].values():
         assert rec["kv"]["per_step"] and 0 < rec["kv"]["fraction"] <= 1
+
+
+def test_readme_snippet_gives_the_cli_answer(model_dir, context, capsys):
+    """The README's Python snippet runs with the model's own plan (dac_config.json), so it
+    answers as `dac generate` does."""
+    from dac.engines.hf import generate
+    from dac.models import load
+    from dac.protocol import build_prompt, split_sections
+
+    rc = main(["generate", "--model", str(model_dir), "--context", str(context),
+               "--question", "Which river?", "--json", "--max-new-tokens", "6"])
+    assert rc == 0
+    cli = json.loads(capsys.readouterr().out)
+    model, tok = load(model_dir)
+    layout = build_prompt(tok, split_sections(context.read_text()), "Which river?")
+    result = generate(model, tok, [layout], policy="dac", max_new_tokens=6)[0]
+    assert result.answer == cli["answer"]
+    assert round(result.fraction, 6) == cli["kv"]["fraction"]
+    last = result.steps[-1].length
+    assert result.blocks[-1][-1] == (last - 1) // 32  # the tail block in the model's 32-token blocks

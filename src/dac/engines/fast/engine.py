@@ -55,7 +55,10 @@ class FastEngine:
                  evidence: list[list[Span]] | None = None,
                  bound_sections: bool = True) -> list[GenerationResult]:
         policy = get_policy(policy)
-        config = config or PlanConfig()
+        if config is None:
+            from ...models import model_defaults
+
+            config = model_defaults(self.model).plan
         check_fits(layouts, max_new_tokens, max_positions(self.model))
         needed = max(lay.prompt_len for lay in layouts) + max_new_tokens
         dec = self.decoder(len(layouts), needed, policy, config)

@@ -57,7 +57,13 @@ def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
 
     ``bound_sections`` (policies that read directives, e.g. ``dac``): directive tokens naming
     a section the prompt lacks get -inf logits (:mod:`dac.protocol.constraint`). It runs
-    before any ``logits_processor`` passed in, so a processor that forces text still wins."""
+    before any ``logits_processor`` passed in, so a processor that forces text still wins.
+    ``config=None``: the model's own plan (its directory's ``dac_config.json``,
+    :func:`dac.models.model_defaults`), as ``dac generate`` uses."""
+    if config is None:
+        from ...models import model_defaults
+
+        config = model_defaults(model).plan
     check_fits(layouts, max_new_tokens, max_positions(model))
     ids, mask = batch_inputs(layouts, pad_token_id(tokenizer))
     width = ids.shape[1]
