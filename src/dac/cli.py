@@ -54,9 +54,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("dac: interrupted", file=sys.stderr)
         return 130
     except (CLIError, ValueError, FileNotFoundError, RuntimeError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"dac: error: {msg}", file=sys.stderr)
-        return 2
+        return _fail(e)
+    except MemoryError:
+        return _fail(MemoryError("out of memory: try a shorter context, a smaller batch, or "
+                                 "another device"))
+    except ImportError as e:  # an optional dependency this command needs
+        name = getattr(e, "name", None) or str(e)
+        return _fail(ImportError(f"missing optional dependency {name!r}: install the extra "
+                                 "that provides it (e.g. pip install 'dac[vllm]' or "
+                                 "'dac[serve]')"))
+
+
+def _fail(e: BaseException) -> int:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"dac: error: {msg}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

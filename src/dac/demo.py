@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
                        "versus full attention, and a picture of what each decode step read.")
     p.add_argument("--model", default=None,
                    help="model directory (default: the bundled demonstration model)")
-    p.add_argument("--task", default="niah_single_prose", help="task generator (see dac eval --help)")
+    p.add_argument("--task", default="niah_single_prose",
+                   help="task generator (dac eval --list-tasks lists them)")
     p.add_argument("--length", type=int, default=4096, help="prompt length in tokens")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--out", default="runs/demo", help="folder for the picture and JSON")
@@ -32,16 +33,28 @@ def add_parser(sub: Any) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from .tasks import TASKS
+
+    if args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
+    if args.length < 64:
+        raise ValueError("--length must be at least 64")
+    from rich.console import Console
+
+    status = Console(stderr=True).status("loading the model")
+    with status:
+        return _run(args, status)
+
+
+def _run(args: argparse.Namespace, status: Any) -> int:
+    """The demo, announcing each stage (a spinner on the terminal's stderr)."""
+    stage = status.update
     from .engines.hf import generate
     from .eval.records import make_record
     from .eval.report import plot_timeline
     from .models import load, load_defaults, tiny_model, tiny_tokenizer
     from .tasks import TASKS, make_sample
 
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; choose from {', '.join(TASKS)}")
-    if args.length < 64:
-        raise ValueError("--length must be at least 64")
     notice = ""
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL
     if args.model or (DEFAULT_MODEL / "config.json").is_file():
@@ -60,11 +73,13 @@ def run_demo(args: argparse.Namespace) -> int:
     # a random model says nothing worth reading: make it write a full-length answer anyway
     extra = {"min_new_tokens": TASKS[args.task].max_new_tokens} if notice else {}
     spec = TASKS[args.task]
+    stage(f"writing a {args.length}-token document ({args.task})")
     sample = make_sample(args.task, tok, args.length, args.seed)
     layout = sample.layout(tok, **prompt)
     evidence = sample.evidence_spans(layout)
     records = {}
     for pol in ("dac", "full"):
+        stage("answering under DAC" if pol == "dac" else "answering under full attention")
         t0 = time.perf_counter()
         res = generate(model, tok, [layout], policy=pol, config=cfg,
                        max_new_tokens=spec.max_new_tokens, evidence=[evidence], **extra)[0]
@@ -73,12 +88,14 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = out / "timeline.png"
+    stage("drawing the timeline")
     plot_timeline(list(records.values()), png)
     payload = {"model": name, "notice": notice, "question": sample.question,
                "expected": sample.answers, "ideal": sample.led_target,
                "evidence_sections": sorted({s for s, _, _ in sample.evidence}),
                "runs": records, "timeline_png": str(png)}
     (out / "demo.json").write_text(json.dumps(payload, indent=2))
+    status.stop()
     if args.json:
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")

@@ -27,6 +27,7 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
 
     ``dtype=None`` keeps the checkpoint's dtype on GPU and uses float32 on CPU, where bf16
     matmuls are many times slower."""
+    device = check_device(device)
     if dtype is None:
         dtype = "auto" if device and str(device).startswith("cuda") else torch.float32
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -47,6 +48,27 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
     if device:
         model.to(device)
     return model, tok
+
+
+def check_device(device: str | None) -> str | None:
+    """``device`` if this torch build can use it, else a :class:`ModelLoadError` in one line
+    (a CPU build asked for ``cuda``, a device index past the GPUs there are, a typo)."""
+    if not device:
+        return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(f"unknown device {device!r} (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {device!r} is not available: torch {torch.__version__} "
+                                 "sees no CUDA GPU (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelLoadError(f"device {device!r} is not available: "
+                                 f"{torch.cuda.device_count()} CUDA GPU(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device!r} is not available on this machine")
+    return str(dev)
 
 
 DAC_CONFIG = "dac_config.json"

@@ -169,3 +169,27 @@ def test_readme_snippet_gives_the_cli_answer(model_dir, context, capsys):
     assert round(result.fraction, 6) == cli["kv"]["fraction"]
     last = result.steps[-1].length
     assert result.blocks[-1][-1] == (last - 1) // 32  # the tail block in the model's 32-token blocks
+
+
+@pytest.mark.parametrize("device, needle", [("cuda", "sees no CUDA GPU"), ("gpu9", "unknown device")])
+def test_unavailable_device_is_one_line(model_dir, context, capsys, device, needle):
+    import torch
+
+    if torch.cuda.is_available() and device == "cuda":
+        pytest.skip("this machine has a GPU")
+    rc = main(["generate", "--model", str(model_dir), "--context", str(context),
+               "--question", "Which river?", "--device", device])
+    assert needle in one_error_line(capsys, rc)
+
+
+def test_missing_optional_dependency_is_one_line(model_dir, context, capsys, monkeypatch):
+    import dac.commands
+
+    def boom(*a, **k):
+        raise ModuleNotFoundError("No module named 'vllm'", name="vllm")
+
+    monkeypatch.setattr("dac.engines.hf.generate", boom)
+    rc = main(["generate", "--model", str(model_dir), "--context", str(context),
+               "--question", "Which river?"])
+    assert "missing optional dependency 'vllm'" in one_error_line(capsys, rc)
+    assert dac.commands  # the command module itself imported fine

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..planning.blocks import PlanConfig
-from ..planning import get_policy
+from ..planning import parse_policy
 from ..tasks import TASKS, resolve_tasks
 
 SCHEMA = "dac.eval.config/1"
@@ -41,7 +41,7 @@ def parse_lengths(text: str | list[Any]) -> list[int]:
 
 
 def parse_policies(text: str | list[str]) -> list[str]:
-    """Policy specs (strings :func:`dac.planning.get_policy` accepts), validated, in order.
+    """Policy specs (strings :func:`dac.planning.parse_policy` accepts), validated, in order.
 
     Options may also be joined by ``;`` or ``+``: ``quest:budget=0.1+dense_layers=0``.
     """
@@ -54,7 +54,7 @@ def parse_policies(text: str | list[str]) -> list[str]:
         name, _, opts = spec.partition(":")
         spec = name.strip().lower() + (":" + opts.replace("+", ",").replace(";", ",") if opts
                                        else "")
-        get_policy(spec)  # raises ValueError with the accepted names
+        parse_policy(spec)  # raises ValueError with the accepted names
         if spec not in out:
             out.append(spec)
     if not out:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -43,14 +44,28 @@ class Capability(str, enum.Enum):
 
 
 class UnsupportedPolicyError(ValueError):
-    """An engine cannot run a policy (it lacks a capability the policy requires)."""
+    """An engine cannot run a policy (it lacks a capability the policy requires).
+
+    The parts of the message are kept, so a front end can word it its own way (vLLM's
+    request options say ``dac_policy 'quest' is query-aware ...``)."""
+
+    def __init__(self, policy_name: str, capability: Capability, engine: str, hint: str) -> None:
+        self.policy_name, self.capability = policy_name, capability
+        self.engine, self.hint = engine, hint
+        self.reason = _NEEDS[capability]
+        super().__init__(f"policy {policy_name!r} {self.reason}; {hint}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survives pickling (worker processes)
+        return type(self), (self.policy_name, self.capability, self.engine, self.hint)
 
 
+#: why an engine without a capability refuses a policy that requires it
 _NEEDS = {
+    Capability.DIRECTIVES: "reads the model's directives",
     Capability.LOGITS: "needs each step's logits",
     Capability.BLOCK_BOUNDS: "is query-aware (per-head block scores)",
-    Capability.KEYS: "is query-aware and reads every key to choose blocks (analysis only)",
-    Capability.DIRECTIVES: "reads the model's directives",
+    Capability.KEYS: "is query-aware (per-head block scores) and reads every key to choose "
+                     "blocks (analysis only)",
 }
 
 
@@ -78,6 +93,8 @@ class Policy(ABC):
         """Validate the options (each policy checks its own)."""
 
     def requires(self, capability: Capability) -> bool:
+        """Whether an engine must provide ``capability`` to run this policy (ask this, not the
+        class: a wrapper declares what it and its inner policy need together)."""
         return capability in self.capabilities
 
     @property
@@ -87,7 +104,13 @@ class Policy(ABC):
 
     @property
     def reads_directives(self) -> bool:
+        """The plan follows the model's declarations (engines bound focus to the sections)."""
         return self.requires(Capability.DIRECTIVES)
+
+    @property
+    def needs_logits(self) -> bool:
+        """Deprecated: ``requires(Capability.LOGITS)``; kept until no engine reads it."""
+        return self.requires(Capability.LOGITS)
 
     def spec(self) -> str:
         """The string :func:`dac.planning.spec.parse_policy` maps back to an equal policy
@@ -236,11 +259,23 @@ POLICIES: dict[str, type[Policy]] = {
 
 def check_policy(policy: Policy, supported: Iterable[Capability], *, engine: str,
                  hint: str) -> None:
-    """Refuse a policy that requires a capability ``engine`` lacks (one line, with ``hint``)."""
+    """Raise :class:`UnsupportedPolicyError` naming the first capability (in the order of
+    :class:`Capability`) the policy requires that ``engine`` lacks: one check, up front, instead
+    of each engine asking policies its own questions. ``hint`` says what the engine can run."""
     have = set(supported)
     for cap in Capability:
         if policy.requires(cap) and cap not in have:
-            raise UnsupportedPolicyError(f"policy {policy.name!r} {_NEEDS[cap]}; {hint}")
+            raise UnsupportedPolicyError(policy.name, cap, engine, hint)
+
+
+def __getattr__(name: str) -> Any:
+    """``get_policy`` and ``parse_policy`` as before, from :mod:`dac.planning.spec`.
+
+    Resolved on first access, after both modules are loaded: :mod:`.spec` imports this module,
+    never the reverse at import time. New code imports them from :mod:`dac.planning`."""
+    if name in ("get_policy", "parse_policy"):
+        return getattr(importlib.import_module(f"{__package__}.spec"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _default(f: dataclasses.Field) -> Any:

@@ -65,11 +65,19 @@ class SafetyNet(Policy):
     def __post_init__(self) -> None:
         if not isinstance(self.inner, Policy) or isinstance(self.inner, SafetyNet):
             raise ValueError("the safety net wraps one policy that is not itself a safety net")
-        if not 0 < self.ratio <= 1:
-            raise ValueError(f"safety: ratio must be in (0, 1], got {self.ratio}")
-        if self.horizon < 1 or self.history < 1:
-            raise ValueError("safety: horizon and history must be at least 1")
-        self.horizon, self.history = int(self.horizon), int(self.history)
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) \
+                or not 0 < self.ratio <= 1:
+            raise ValueError(f"safety: ratio must be in (0, 1], got {self.ratio!r}")
+        self.ratio = float(self.ratio)
+        for key in ("horizon", "history"):
+            v = getattr(self, key)
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"option {key!r} of '+{WRAPPER}' needs an integer, got {v!r}")
+            if v < 1:
+                raise ValueError("safety: horizon and history must be at least 1")
+            setattr(self, key, v)
         self._rows: list[_Row] = []
         self._plans = 0
         self._observed = False

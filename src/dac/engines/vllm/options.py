@@ -41,7 +41,7 @@ _INT_KEYS = {"dac_block_size": "block_size", "dac_sink_tokens": "sink_tokens",
 
 
 #: what the vLLM engine computes: plans from directives (no per-head selection, no logits)
-SUPPORTS = (Capability.DIRECTIVES,)
+SUPPORTS = frozenset({Capability.DIRECTIVES})
 HINT = "the vLLM engine supports dac, full and streaming"
 
 __all__ = ["KEYS", "DACOptionError", "DACOptions", "bounded_allowed_ids", "is_dac_request",
@@ -149,7 +149,9 @@ def parse_options(extra_args: dict[str, Any] | None, *, kernel_block_size: int |
     try:
         policy = get_policy(spec)
         check_policy(policy, SUPPORTS, engine="vllm", hint=HINT)
-    except ValueError as e:  # UnsupportedPolicyError included
+    except UnsupportedPolicyError as e:  # "dac_policy 'quest' is query-aware ...; the vLLM ..."
+        raise DACOptionError(f"dac_policy {e.policy_name!r} {e.reason}; {e.hint}") from None
+    except ValueError as e:
         raise DACOptionError(f"dac_policy: {e}") from None
     kw: dict[str, Any] = {}
     for key, name in _INT_KEYS.items():
