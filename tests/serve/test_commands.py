@@ -76,3 +76,36 @@ def test_middleware_bounds_sections(protocol_tokenizer, tokenizer):
                           vocab) is None  # malformed: left for vLLM to refuse
     # a tokenizer that spells directives as text: nothing to bound
     assert bound_sections({"prompt": lay.text}, opts, tokenizer, vocab) is None
+
+
+def test_a_model_without_a_chat_template_gets_the_plain_one(tmp_path, protocol_tokenizer):
+    """Chat requests to a model with no template of its own are rendered as dac's prompts
+    are without one (the ids equal build_prompt's), so chat completions work on dac-tiny."""
+    from argparse import Namespace
+
+    from dac.protocol.prompt import SYSTEM_PROMPT
+    from dac.serve.commands import PLAIN_TEMPLATE, chat_template, vllm_argv
+
+    from transformers import AutoTokenizer
+
+    protocol_tokenizer.save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)  # a copy: the fixture stays template-free
+    (tmp_path / "config.json").write_text("{}")
+    assert chat_template(tmp_path, None) == str(PLAIN_TEMPLATE)
+    args = Namespace(model=str(tmp_path), host="127.0.0.1", port=8001, block_size=64,
+                     max_model_len=None, dtype="auto", gpu_memory_utilization=None,
+                     served_model_name=None, chat_template=None, dac_by_default=True,
+                     vllm_args=[])
+    argv = vllm_argv(args)
+    assert argv[argv.index("--chat-template") + 1] == str(PLAIN_TEMPLATE)
+    lay = build_prompt(tok, ["the river runs", "the mill turns"], "Which?")
+    user = lay.text[len(SYSTEM_PROMPT) + 2:-len("\nAnswer:")]
+    tok.chat_template = PLAIN_TEMPLATE.read_text()
+    text = tok.apply_chat_template([{"role": "system", "content": SYSTEM_PROMPT},
+                                    {"role": "user", "content": user}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert tok(text, add_special_tokens=False)["input_ids"] == lay.input_ids
+    tok.save_pretrained(tmp_path)  # now the model has a template: none is passed
+    assert chat_template(tmp_path, None) is None
+    with pytest.raises(FileNotFoundError):
+        chat_template(tmp_path, str(tmp_path / "missing.jinja"))

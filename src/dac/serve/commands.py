@@ -14,10 +14,12 @@ REFUSED = ("--speculative-config", "--enable-prefix-caching", "--async-schedulin
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "serve", help="serve a model with vLLM + DAC (OpenAI-compatible API)",
-        description="Start vLLM's OpenAI-compatible server with the DAC plugin. A request "
-        "enables DAC with vllm_xargs (e.g. {\"dac\": 1, \"dac_window\": 256}) or a top-level "
-        "\"dac\" object; each choice of its response carries a \"dac\" object (directive "
-        "timeline, fraction of KV read). Arguments after -- go to vLLM unchanged.")
+        description="Start vLLM's OpenAI-compatible server with the DAC plugin. Every request "
+        "is served under DAC with the model's own plan (dac_config.json) unless it opts out "
+        "(\"dac\": false) or the server runs with --no-dac-by-default; options go in "
+        "vllm_xargs (e.g. {\"dac_window\": 256}) or a top-level \"dac\" object. Each choice "
+        "of a response carries a \"dac\" object (directive timeline, fraction of KV read, "
+        "the answer without directives). Arguments after -- go to vLLM unchanged.")
     p.add_argument("--model", required=True, help="local model directory")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8000)
@@ -29,6 +31,11 @@ def add_parser(sub: Any) -> None:
                    help="share of accelerator memory (vLLM on CPU sizes its KV cache with "
                    "VLLM_CPU_KVCACHE_SPACE, in GiB)")
     p.add_argument("--served-model-name", default=None)
+    p.add_argument("--chat-template", default=None,
+                   help="chat template file for /v1/chat/completions (default: the model's "
+                   "own; a model without one gets the plain template of dac's prompts)")
+    p.add_argument("--no-dac-by-default", dest="dac_by_default", action="store_false",
+                   help="serve requests with full attention unless they ask for DAC")
     p.add_argument("vllm_args", nargs=argparse.REMAINDER,
                    help="-- followed by extra vLLM server arguments")
     p.set_defaults(handler=run_serve)
@@ -60,9 +67,36 @@ def vllm_argv(args: argparse.Namespace) -> list[str]:
         argv += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     if args.served_model_name:
         argv += ["--served-model-name", args.served_model_name]
+    template = chat_template(model, getattr(args, "chat_template", None))
+    if template is not None and "--chat-template" not in extra:
+        argv += ["--chat-template", template]
     if "--enforce-eager" not in extra and "--compilation-config" not in extra:
         argv += ["--enforce-eager"]  # no full CUDA graphs for DAC rows
     return argv + extra
+
+
+#: the chat template of a model without one: the messages joined as dac's prompts render
+#: them without a template (``dac.protocol.context.build_prompt``)
+PLAIN_TEMPLATE = Path(__file__).with_name("plain_chat.jinja")
+
+
+def chat_template(model: Path, given: str | None) -> str | None:
+    """The ``--chat-template`` to pass to vLLM: the given file, else none when the model has
+    its own, else :data:`PLAIN_TEMPLATE`."""
+    if given is not None:
+        if not Path(given).is_file():
+            raise FileNotFoundError(f"chat template not found: {given}")
+        return str(given)
+    import json
+
+    cfg = model / "tokenizer_config.json"
+    try:
+        own = json.loads(cfg.read_text()).get("chat_template") if cfg.is_file() else None
+    except (OSError, ValueError):
+        own = None
+    if own or (model / "chat_template.jinja").is_file():
+        return None
+    return str(PLAIN_TEMPLATE)
 
 
 def check_engine_config(vargs: argparse.Namespace) -> None:
@@ -81,6 +115,7 @@ def run_serve(args: argparse.Namespace) -> int:
     argv = vllm_argv(args)
     os.environ["DAC_SERVE_TOKENIZER"] = str(args.model)
     os.environ["DAC_SERVE_BLOCK_SIZE"] = str(args.block_size)
+    os.environ["DAC_SERVE_DEFAULT"] = "1" if getattr(args, "dac_by_default", True) else "0"
     try:
         import uvloop
         from vllm.entrypoints.launchers.api_server.entry import run_server
