@@ -16,8 +16,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dac.planning import (DACPolicy, FullPolicy, OraclePolicy, PlanConfig, Policy, QuestPolicy,
-                          SequenceState, StreamingPolicy, coverage, get_policy, num_blocks,
-                          plan_dac, span_blocks, tokens_in_blocks)
+                          SafetyNet, SequenceState, StreamingPolicy, coverage, get_policy,
+                          num_blocks, parse_policy, plan_dac, span_blocks, tokens_in_blocks)
 from dac.protocol import Directive, Mode, PromptLayout, Span
 from tests.reliability.fuzz import fuzz
 
@@ -184,6 +184,28 @@ def test_get_policy_parses_or_refuses_cleanly(spec):
     layout = PromptLayout.plain(100, [(10, 50), (50, 90)])
     assert_valid(policy.plan(_state(layout, Directive(Mode.GLOBAL), 130), cfg), 130, 16)
     assert math.isfinite(float(getattr(policy, "budget", 0.0)))
+
+
+budgets = st.one_of(st.floats(1e-6, 1.0), st.sampled_from([1, 0.1, 0.2, 1e-05]))
+counts = st.one_of(st.none(), st.integers(0, 100_000))
+base_policies = st.one_of(
+    st.builds(FullPolicy), st.builds(DACPolicy),
+    st.builds(StreamingPolicy, window=counts),
+    *(st.builds(cls, budget=budgets, budget_tokens=counts, dense_layers=st.integers(0, 64))
+      for cls in (QuestPolicy, OraclePolicy)),
+)
+any_policy = st.one_of(base_policies, st.builds(
+    SafetyNet, inner=base_policies, ratio=st.one_of(st.floats(1e-6, 1.0), st.just(1)),
+    horizon=st.integers(1, 64), history=st.integers(1, 64)))
+
+
+@FUZZ
+@given(any_policy)
+def test_every_policy_spec_round_trips(policy):
+    """What an engine or a report writes (``policy.spec()``) reads back as the same policy."""
+    again = parse_policy(policy.spec())
+    assert again == policy and again.spec() == policy.spec()
+    assert again.capabilities == policy.capabilities
 
 
 def test_coverage_of_empty_and_inverted_spans():

@@ -16,6 +16,7 @@ from dac.engines.vllm.options import (
 )
 from dac.engines.vllm.tracker import replay
 from dac.models import tiny_model
+from dac.planning import StreamingPolicy, get_policy
 from dac.planning.blocks import PlanConfig, plan_dac
 from dac.protocol.context import build_prompt
 from dac.protocol.grammar import Directive, Mode
@@ -64,6 +65,28 @@ def test_options_defaults_and_detection():
 def test_options_errors(extra, msg):
     with pytest.raises(DACOptionError, match=msg):
         parse_options(extra, kernel_block_size=64)
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ("oracle", "dac_policy 'oracle' is query-aware (per-head block scores)"),
+    ("quest:budget=0.2", "dac_policy 'quest' is query-aware (per-head block scores); "
+     "the vLLM engine supports dac, full and streaming"),
+    ("streaming+safety", "dac_policy 'streaming+safety' needs each step's logits; "
+     "the vLLM engine supports dac, full and streaming"),
+])
+def test_policy_refusals_name_the_policy(spec, msg):
+    with pytest.raises(DACOptionError) as info:
+        parse_options({"dac": 1, "dac_policy": spec})
+    assert str(info.value).startswith(msg)
+
+
+@pytest.mark.parametrize("policy", ["full", "streaming:window=512", StreamingPolicy(window=96)])
+def test_policy_spec_travels(tokenizer, policy):
+    extra = to_extra_args(layout(tokenizer), CFG, policy)
+    opts = parse_options(extra, kernel_block_size=32)
+    assert opts.policy == get_policy(policy) and extra["dac_policy"] == opts.policy.spec()
+    with pytest.raises(DACOptionError, match="policy 'quest' is query-aware"):
+        to_extra_args(layout(tokenizer), CFG, "quest")
 
 
 def test_bound_sections_option(tokenizer):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -106,11 +105,6 @@ class Policy(ABC):
     def reads_directives(self) -> bool:
         """The plan follows the model's declarations (engines bound focus to the sections)."""
         return self.requires(Capability.DIRECTIVES)
-
-    @property
-    def needs_logits(self) -> bool:
-        """Deprecated: ``requires(Capability.LOGITS)``; kept until no engine reads it."""
-        return self.requires(Capability.LOGITS)
 
     def spec(self) -> str:
         """The string :func:`dac.planning.spec.parse_policy` maps back to an equal policy
@@ -266,16 +260,6 @@ def check_policy(policy: Policy, supported: Iterable[Capability], *, engine: str
     for cap in Capability:
         if policy.requires(cap) and cap not in have:
             raise UnsupportedPolicyError(policy.name, cap, engine, hint)
-
-
-def __getattr__(name: str) -> Any:
-    """``get_policy`` and ``parse_policy`` as before, from :mod:`dac.planning.spec`.
-
-    Resolved on first access, after both modules are loaded: :mod:`.spec` imports this module,
-    never the reverse at import time. New code imports them from :mod:`dac.planning`."""
-    if name in ("get_policy", "parse_policy"):
-        return getattr(importlib.import_module(f"{__package__}.spec"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _default(f: dataclasses.Field) -> Any:

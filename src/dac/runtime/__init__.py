@@ -11,10 +11,12 @@ so no engine depends on another.
 from .batch import BatchRuntime
 from .binding import bind, bound
 from .eos import eos_token_ids, model_eos_ids
+from .sampling import GREEDY, Sampling
 from .results import ContextTooLongError, GenerationResult, KVReads, StepRecord, check_fits
 from .sequence import SequenceRuntime
 
 __all__ = [
-    "BatchRuntime", "ContextTooLongError", "GenerationResult", "KVReads", "SequenceRuntime",
+    "BatchRuntime", "ContextTooLongError", "GREEDY", "GenerationResult", "KVReads", "Sampling",
+    "SequenceRuntime",
     "StepRecord", "bind", "bound", "check_fits", "eos_token_ids", "model_eos_ids",
 ]

@@ -19,7 +19,7 @@ from ...planning import Capability, Policy, QuestPolicy, check_policy, get_polic
 from ...planning.blocks import PlanConfig
 from ...protocol.constraint import ban_mask, section_bans
 from ...protocol.context import PromptLayout, Span
-from ...runtime import BatchRuntime, GenerationResult, check_fits, model_eos_ids
+from ...runtime import BatchRuntime, GenerationResult, Sampling, check_fits, model_eos_ids
 from ..support import check_supported, pad_token_id
 from .quest import DeviceQuest
 from .static import StaticStep
@@ -116,12 +116,14 @@ class FastDecoder:
     def generate(self, tokenizer: Any, layouts: Sequence[PromptLayout], *, max_new_tokens: int = 64,
                  evidence: Sequence[Sequence[Span]] | None = None, logits_processor: Any = None,
                  record_blocks: bool = True, keep_logits: bool = False,
-                 bound_sections: bool = True) -> list[GenerationResult]:
-        """Greedy generation with the same results as the reference engine's ``generate``.
+                 bound_sections: bool = True, sampling: Sampling | None = None
+                 ) -> list[GenerationResult]:
+        """The reference engine's ``generate`` on the static step (greedy: the same results).
 
         ``logits_processor`` takes (ids so far, left-padded like ``model.generate``; scores)
         as in transformers; ``keep_logits`` stores each step's raw logits in ``step_logits``;
-        ``bound_sections`` as in ``generate`` (one masked fill per step, on the device)."""
+        ``bound_sections`` as in ``generate`` (one masked fill per step, on the device);
+        ``sampling``: greedy by default."""
         if len(layouts) != self.batch:
             raise ValueError(f"decoder built for {self.batch} rows, got {len(layouts)} layouts")
         check_fits(list(layouts), max_new_tokens, self.max_len, "max_len {limit}")
@@ -130,7 +132,8 @@ class FastDecoder:
                           record_blocks and not self.quest)
         self.step_logits = []
         pick = _Picker(tokenizer, layouts, eos, bound_sections and self.policy.reads_directives,
-                       logits_processor, self.step_logits if keep_logits else None)
+                       logits_processor, self.step_logits if keep_logits else None,
+                       Sampling.of(sampling), self.step.device)
         self.plans_ahead = 0
         toks = pick(self.prefill([lay.input_ids for lay in layouts]))
         rt.start(self.lengths)
@@ -154,14 +157,18 @@ class FastDecoder:
 
 
 class _Picker:
-    """Greedy token choice with the section bound and an optional ``logits_processor``; keeps
-    the generated ids (padding rows that have finished, as ``model.generate`` does)."""
+    """Token choice (:class:`~dac.runtime.Sampling`) after the section bound and an optional
+    ``logits_processor``; keeps the generated ids (padding rows that have finished, as
+    ``model.generate`` does)."""
 
     def __init__(self, tokenizer: Any, layouts: Sequence[PromptLayout], eos: set[int],
-                 bound: bool, processor: Any, keep: list[torch.Tensor] | None):
+                 bound: bool, processor: Any, keep: list[torch.Tensor] | None,
+                 sampling: Sampling, device: torch.device):
         self.bans = section_bans(tokenizer, list(layouts), enabled=bound)
         self.banned: torch.Tensor | None = None
         self.processor, self.keep = processor, keep
+        self.sampling = sampling
+        self.rng = sampling.generator(device if processor is None else "cpu")
         self.pad = pad_token_id(tokenizer)
         self.eos = eos
         self.generated: list[list[int]] = [[] for _ in layouts]
@@ -187,7 +194,7 @@ class _Picker:
         if self.seqs is not None:
             logits = self.processor(self.seqs, logits.float().cpu())
         toks = [t if self.unfinished[b] else self.pad
-                for b, t in enumerate(logits.argmax(-1).tolist())]
+                for b, t in enumerate(self.sampling.choose(logits, self.generated, self.rng))]
         for b, t in enumerate(toks):
             self.generated[b].append(t)
             if t in self.eos:

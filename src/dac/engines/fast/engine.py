@@ -9,12 +9,13 @@ decoder serves every prompt of a run.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 from ...planning import Policy, get_policy
 from ...planning.blocks import PlanConfig
 from ...protocol.context import PromptLayout, Span
-from ...runtime import GenerationResult, check_fits
+from ...runtime import GenerationResult, Sampling, check_fits
 from ..support import max_positions
 from .decoder import FastDecoder
 
@@ -52,15 +53,21 @@ class FastEngine:
 
     def generate(self, layouts: list[PromptLayout], *, policy: str | Policy = "dac",
                  config: PlanConfig | None = None, max_new_tokens: int = 64,
-                 evidence: list[list[Span]] | None = None,
-                 bound_sections: bool = True) -> list[GenerationResult]:
+                 evidence: list[list[Span]] | None = None, bound_sections: bool = True,
+                 sampling: Sampling | Mapping[str, Any] | None = None
+                 ) -> list[GenerationResult]:
+        """As the reference engine's ``generate``; ``config`` and ``sampling`` default to the
+        model's own (:func:`dac.models.model_defaults`)."""
         policy = get_policy(policy)
-        if config is None:
+        if config is None or sampling is None:
             from ...models import model_defaults
 
-            config = model_defaults(self.model).plan
+            defaults = model_defaults(self.model)
+            config = defaults.plan if config is None else config
+            sampling = defaults.sampling if sampling is None else sampling
         check_fits(layouts, max_new_tokens, max_positions(self.model))
         needed = max(lay.prompt_len for lay in layouts) + max_new_tokens
         dec = self.decoder(len(layouts), needed, policy, config)
         return dec.generate(self.tokenizer, layouts, max_new_tokens=max_new_tokens,
-                            evidence=evidence, bound_sections=bound_sections)
+                            evidence=evidence, bound_sections=bound_sections,
+                            sampling=Sampling.of(sampling))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from ...planning import Policy
 from ...planning.blocks import PlanConfig
 from ...protocol.constraint import ban_mask, section_bans
 from ...protocol.context import PromptLayout, Span
-from ...runtime import ContextTooLongError, GenerationResult, check_fits
+from ...runtime import ContextTooLongError, GenerationResult, Sampling, check_fits
 from ..support import max_positions, pad_token_id
 from .session import DACSession
 
@@ -51,19 +52,23 @@ class SectionBound(LogitsProcessor):
 def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
              policy: str | Policy = "dac", config: PlanConfig | None = None,
              max_new_tokens: int = 64, evidence: list[list[Span]] | None = None,
-             do_sample: bool = False, bound_sections: bool = True,
+             sampling: Sampling | Mapping[str, Any] | None = None, bound_sections: bool = True,
              **generate_kwargs: Any) -> list[GenerationResult]:
     """Generate for a batch of prompts under ``policy``; one result per layout.
 
     ``bound_sections`` (policies that read directives, e.g. ``dac``): directive tokens naming
     a section the prompt lacks get -inf logits (:mod:`dac.protocol.constraint`). It runs
     before any ``logits_processor`` passed in, so a processor that forces text still wins.
-    ``config=None``: the model's own plan (its directory's ``dac_config.json``,
-    :func:`dac.models.model_defaults`), as ``dac generate`` uses."""
-    if config is None:
+    ``config=None`` / ``sampling=None``: the model's own plan and sampling (its directory's
+    ``dac_config.json`` and ``generation_config.json``, :func:`dac.models.model_defaults`),
+    as ``dac generate`` uses; greedy for a model without them."""
+    if config is None or sampling is None:
         from ...models import model_defaults
 
-        config = model_defaults(model).plan
+        defaults = model_defaults(model)
+        config = defaults.plan if config is None else config
+        sampling = defaults.sampling if sampling is None else sampling
+    sampling = Sampling.of(sampling)
     check_fits(layouts, max_new_tokens, max_positions(model))
     ids, mask = batch_inputs(layouts, pad_token_id(tokenizer))
     width = ids.shape[1]
@@ -71,12 +76,19 @@ def generate(model: Any, tokenizer: Any, layouts: list[PromptLayout], *,
     session = DACSession(model, tokenizer, layouts, policy, config, evidence)
     bans = section_bans(tokenizer, layouts,
                         enabled=bound_sections and session.policy.reads_directives)
+    kwargs = sampling.hf_kwargs(width)
+    processors = [*kwargs.pop("logits_processor", []),
+                  *(generate_kwargs.pop("logits_processor", None) or [])]
     if bans is not None:
-        user = generate_kwargs.pop("logits_processor", None) or []
-        generate_kwargs["logits_processor"] = LogitsProcessorList([SectionBound(bans), *user])
+        processors.insert(0, SectionBound(bans))
+    if processors:
+        kwargs["logits_processor"] = LogitsProcessorList(processors)
+    kwargs.update(generate_kwargs)
+    if sampling.do_sample and sampling.seed is not None:
+        torch.manual_seed(sampling.seed)  # model.generate samples from the global generator
     with session, torch.inference_mode():
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             max_new_tokens=max_new_tokens, do_sample=do_sample,
-                             pad_token_id=pad_token_id(tokenizer), **generate_kwargs)
+                             max_new_tokens=max_new_tokens,
+                             pad_token_id=pad_token_id(tokenizer), **kwargs)
         new = out[:, width:].tolist()
     return session.runtime.results(new)

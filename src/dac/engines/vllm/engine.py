@@ -16,13 +16,15 @@ GPU), the same tokens the Hugging Face engine bans (:mod:`dac.protocol.constrain
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
 from ...planning.blocks import PlanConfig
 from ...planning import Policy, get_policy
 from ...protocol.constraint import section_bans
 from ...protocol.context import PromptLayout, Span
-from ...runtime import GenerationResult, check_fits
+from ...runtime import GenerationResult, Sampling, check_fits
 from .options import DACOptionError, bounded_allowed_ids, parse_options, to_extra_args
 from .support import unsupported_reasons
 from .tracker import eos_token_ids, replay
@@ -66,6 +68,10 @@ class VLLMEngine:
         from .worker import load_eos
 
         self.eos_ids = load_eos(vcfg.model_config, tokenizer)
+        from ...models import load_defaults
+
+        path = str(vcfg.model_config.model)
+        self.defaults = load_defaults(path) if os.path.isdir(path) else None
 
     def sampling_params(self, layout: PromptLayout, *, policy: str | Policy, config: PlanConfig,
                         max_new_tokens: int, bound_sections: bool = True, **kwargs: Any) -> Any:
@@ -83,16 +89,27 @@ class VLLMEngine:
                                           kwargs.get("allowed_token_ids"))
             if allowed is not None:
                 kwargs["allowed_token_ids"] = allowed
-        kwargs.setdefault("temperature", 0.0)
+        kwargs.setdefault("temperature", 0.0)  # greedy unless the caller says otherwise
         return SamplingParams(max_tokens=max_new_tokens, extra_args=extra, **kwargs)
 
     def generate(self, layouts: list[PromptLayout], *, policy: str | Policy = "dac",
                  config: PlanConfig | None = None, max_new_tokens: int = 64,
                  evidence: list[list[Span]] | None = None, use_tqdm: bool = False,
-                 bound_sections: bool = True, **sampling: Any) -> list[GenerationResult]:
-        """One :class:`GenerationResult` per layout (greedy unless ``sampling`` says otherwise;
-        ``bound_sections`` as in the Hugging Face engine's ``generate``)."""
-        config = config or PlanConfig(block_size=self.block_size)
+                 bound_sections: bool = True,
+                 sampling: Sampling | Mapping[str, Any] | None = None,
+                 **params: Any) -> list[GenerationResult]:
+        """One :class:`GenerationResult` per layout. ``config`` / ``sampling`` default to the
+        model's own (its ``dac_config.json`` / ``generation_config.json``; greedy when they
+        say nothing); ``params``: further ``SamplingParams`` fields, which win;
+        ``bound_sections`` as in the Hugging Face engine's ``generate``."""
+        d = self.defaults
+        if config is None:
+            own = d.plan if d is not None else None
+            config = own if own is not None and own.block_size % self.block_size == 0 \
+                else PlanConfig(block_size=self.block_size)
+        if sampling is None:
+            sampling = d.sampling if d is not None else None
+        sampling = {**Sampling.of(sampling).vllm_kwargs(), **params}
         policy = get_policy(policy)
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
