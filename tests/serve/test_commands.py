@@ -109,3 +109,13 @@ def test_a_model_without_a_chat_template_gets_the_plain_one(tmp_path, protocol_t
     assert chat_template(tmp_path, None) is None
     with pytest.raises(FileNotFoundError):
         chat_template(tmp_path, str(tmp_path / "missing.jinja"))
+
+
+def test_with_defaults_fills_only_what_the_request_left_out():
+    from dac.serve.middleware import with_defaults
+
+    plan = {"block_size": 64, "window": 64, "keep_preamble": False}
+    got = with_defaults({"dac": 1, "dac_window": 8}, plan, 32)
+    assert got == {"dac": 1, "dac_window": 8, "dac_block_size": 64, "dac_keep_preamble": 0}
+    assert "dac_block_size" not in with_defaults({}, {"block_size": 48}, 32)  # 32 does not divide
+    assert with_defaults({"dac": 1}, {}, 32) == {"dac": 1}

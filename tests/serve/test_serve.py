@@ -89,8 +89,27 @@ def test_explicit_spans_and_plain_requests(server, served_model, hf):
     ch = r.json()["choices"][0]
     assert ch["dac"]["sections"] == 4 and "token_ids" not in ch
     r = httpx.post(server + "/v1/completions", timeout=120,
-                   json=body(served_model, lay.input_ids, 6))
+                   json=body(served_model, lay.input_ids, 6, dac=False))  # opted out
     assert r.status_code == 200 and "dac" not in r.json()["choices"][0]
+
+
+def test_dac_by_default_answers_as_the_api(server, served_model, hf):
+    """A request that says nothing of DAC is served under DAC with the model's own plan and
+    sampling, and answers what `generate` (the README's snippet) answers."""
+    from dac.engines.hf.generate import generate
+
+    model, tok = hf
+    lay = layout_of(tok, 6)
+    b = {"model": str(served_model), "prompt": lay.text, "max_tokens": 8,  # no temperature
+         "return_token_ids": True}
+    r = httpx.post(server + "/v1/completions", timeout=120, json=b)
+    assert r.status_code == 200, r.text
+    ch = r.json()["choices"][0]
+    ref = generate(model, tok, [lay], max_new_tokens=8)[0]
+    assert ch["dac"]["applied"] and ch["dac"]["policy"] == "dac"
+    assert ch["dac"]["kv"] == ref.to_dict()["kv"]
+    assert ch["token_ids"][:len(ref.generated_ids)] == ref.generated_ids
+    assert ch["dac"]["answer"] == ref.answer  # (vLLM's own "text" may detokenize bytes apart)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -134,11 +153,24 @@ def test_malformed_options_are_400(server, served_model, dac, expect):
     assert expect in r.json()["error"]["message"]
 
 
-def test_prompt_without_markers_is_reported(server, served_model):
+def test_impossible_dac_requests_are_400(server, served_model, hf):
+    """Asked for and impossible: 400 before the engine, never a silent full-attention 200."""
     r = httpx.post(server + "/v1/completions", timeout=60,
                    json=body(served_model, "no sections here", 4, dac={}))
+    assert r.status_code == 400 and "no section markers" in r.json()["error"]["message"]
+    lay = layout_of(hf[1], 3)
+    r = httpx.post(server + "/v1/completions", timeout=60, json=body(
+        served_model, lay.input_ids, 4, dac={"sections": [0, 5, 5, 10 ** 6]}))
+    assert r.status_code == 400 and "beyond the prompt" in r.json()["error"]["message"]
+
+
+def test_prompt_without_sections_by_default_says_why(server, served_model):
+    """Not asked for (DAC by default) on a prompt without sections: full attention, said."""
+    r = httpx.post(server + "/v1/completions", timeout=60,
+                   json=body(served_model, "no sections here", 4))
     assert r.status_code == 200
-    assert "no section markers" in r.json()["choices"][0]["dac"]["error"]
+    meta = r.json()["choices"][0]["dac"]
+    assert meta["applied"] is False and "no section markers" in meta["reason"]
 
 
 def test_concurrent_streaming_load(server, served_model, hf):
@@ -152,11 +184,11 @@ def test_concurrent_streaming_load(server, served_model, hf):
         for j in range(per_client):
             lay = lays[(i + j) % len(lays)]
             sec = 1 + (i % lay.num_sections)
-            use_dac = (i + j) % 4 != 3  # a quarter of the requests without DAC
+            use_dac = (i + j) % 4 != 3  # a quarter of the requests opt out of DAC
             text = f"[[focus S{sec}]] the city"
             force = tok(text, add_special_tokens=False)["input_ids"]
             b = body(served_model, lay.text, max_tokens, force, stream=True,
-                     dac=DAC_OPTS if use_dac else None)
+                     dac=DAC_OPTS if use_dac else False)
             r = await http.post(server + "/v1/completions", json=b)
             assert r.status_code == 200, r.text
             out.append((sec if use_dac else 0, parse_stream(r.text)[-1], text))

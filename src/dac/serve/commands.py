@@ -116,6 +116,8 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ["DAC_SERVE_TOKENIZER"] = str(args.model)
     os.environ["DAC_SERVE_BLOCK_SIZE"] = str(args.block_size)
     os.environ["DAC_SERVE_DEFAULT"] = "1" if getattr(args, "dac_by_default", True) else "0"
+    if "--chat-template" in argv:
+        os.environ["DAC_SERVE_CHAT_TEMPLATE"] = argv[argv.index("--chat-template") + 1]
     try:
         import uvloop
         from vllm.entrypoints.launchers.api_server.entry import run_server
