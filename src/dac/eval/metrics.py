@@ -11,7 +11,8 @@
 * ``safety_fired``: for ``X+safety`` policies, share of samples whose safety net widened to
   global (``None`` for policies without a net).
 
-Family and policy summaries average the cell values with equal weight per task.
+Family and policy summaries average the cell values with equal weight per task; their
+``accuracy_se`` is the standard error of that average (``sqrt(sum se_i^2) / k``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ def summarize(cells: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str
         for m in ("accuracy", "cost", "evidence_recall", "adherence", "mode_match",
                   "safety_fired"):
             row[m] = _mean([c[m] for c in cs if c[m] is not None])
+        row["accuracy_se"] = math.sqrt(sum(c["accuracy_se"] ** 2 for c in cs)) / len(cs)
+        row["min_n"] = min(c["n"] for c in cs)
         row["wall_s"] = sum(c["wall_s"] for c in cs)
         out.append(row)
     return out

@@ -1,9 +1,11 @@
 """``dac report DIR``: an HTML page with PNG figures from a run folder.
 
 Figures: accuracy versus decoding attention cost (one point per policy, one panel per task
-family and one for all tasks), accuracy versus length per policy, and for a few samples a
-timeline of which context positions each decode step read (kept KV blocks per step, with the
-sections, the evidence and the directives marked).
+family and one for all tasks), accuracy versus length per policy, both with one standard
+error, and for a few samples a timeline of which context positions each decode step read
+(kept KV blocks per step, with the sections, the evidence and the directives marked). Cells
+with fewer than :data:`MIN_SAMPLES` samples are flagged on the page; directive adherence is
+shown only for policies that read directives.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from .records import expand_blocks  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">"]
 COLORS = plt.get_cmap("tab10").colors
+#: below this many samples per cell the page warns that differences are mostly noise
+MIN_SAMPLES = 20
 FAMILY_TITLES = {"retrieval": "single-region retrieval", "multi": "multi-region",
                  "aggregation": "global aggregation", "local": "local / recent"}
 
@@ -51,6 +55,8 @@ def plot_accuracy_vs_cost(metrics: dict[str, Any], path: Path) -> None:
             i = policies.index(r["policy"])
             st = style[r["policy"]]
             # earlier policies are drawn larger, so coinciding points stay visible as rings
+            ax.errorbar(r["cost"], r["accuracy"], yerr=r.get("accuracy_se") or 0,
+                        color=st["color"], linewidth=1.0, capsize=3, zorder=2 + i)
             ax.scatter(r["cost"], r["accuracy"], s=max(30, 280 / (1 + 0.8 * i)),
                        color=st["color"], marker=st["marker"], edgecolor="black",
                        linewidth=0.6, zorder=3 + i, clip_on=False)
@@ -91,13 +97,14 @@ def plot_accuracy_by_length(metrics: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 3.6), squeeze=False)
     for ax, fam in zip(axes.flat, fams):
         for i, p in enumerate(policies):
-            pts = sorted((r["length"], r["accuracy"]) for r in rows
+            pts = sorted((r["length"], r["accuracy"], r.get("accuracy_se") or 0) for r in rows
                          if r["family"] == fam and r["policy"] == p)
             if pts:  # earlier policies thicker, so coinciding lines stay visible
-                ax.plot([x for x, _ in pts], [y for _, y in pts], color=style[p]["color"],
-                        marker=style[p]["marker"], label=p, markeredgecolor="black",
-                        linewidth=max(1.2, 5.0 - 1.3 * i), markersize=max(4.0, 11.0 - 2.2 * i),
-                        clip_on=False)
+                ax.errorbar([x for x, _, _ in pts], [y for _, y, _ in pts],
+                            yerr=[e for _, _, e in pts], color=style[p]["color"],
+                            marker=style[p]["marker"], label=p, markeredgecolor="black",
+                            linewidth=max(1.2, 5.0 - 1.3 * i),
+                            markersize=max(4.0, 11.0 - 2.2 * i), capsize=3, clip_on=False)
         ax.set_xscale("log", base=2)
         lengths = sorted({r["length"] for r in rows})
         ax.set_xticks(lengths, [_k(n) for n in lengths])
@@ -220,6 +227,22 @@ def _fmt(x: Any, digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _acc(r: dict[str, Any], digits: int = 2) -> str:
+    """Accuracy with its standard error."""
+    se = r.get("accuracy_se")
+    return _fmt(r["accuracy"], digits) + ("" if se is None else f" &plusmn; {se:.{digits}f}")
+
+
+def reads_directives(policy: str) -> bool:
+    """Whether a policy spec reads the model's directives (adherence means something)."""
+    from ..planning import get_policy
+
+    try:
+        return get_policy(policy).reads_directives
+    except ValueError:
+        return True  # an unknown spec from another version: show what was measured
+
+
 def write_report(run_dir: str | os.PathLike, *, timelines: int = 3) -> Path:
     """Write ``run_dir/report/index.html`` and its figures; returns the page's path."""
     out = Path(run_dir)
@@ -249,11 +272,16 @@ def _html(config: dict[str, Any], metrics: dict[str, Any],
           timelines: list[tuple[str, dict[str, Any]]]) -> str:
     e = html.escape
     policies = metrics["policies"]
+    directed = {p: reads_directives(p) for p in policies}
+
+    def adh(r: dict[str, Any], key: str) -> str:
+        return _fmt(r[key]) if directed[r["policy"]] else "n/a"
+
     fam_rows = "".join(
         f"<tr><td>{e(r['family'])}</td><td>{e(r['policy'])}</td><td>{r['n']}</td>"
-        f"<td>{_fmt(r['accuracy'], 3)}</td><td>{_fmt(r['cost'], 3)}</td>"
-        f"<td>{_fmt(r['evidence_recall'], 3)}</td><td>{_fmt(r['adherence'])}</td>"
-        f"<td>{_fmt(r['mode_match'])}</td><td>{_fmt(r.get('safety_fired'))}</td>"
+        f"<td>{_acc(r, 3)}</td><td>{_fmt(r['cost'], 3)}</td>"
+        f"<td>{_fmt(r['evidence_recall'], 3)}</td><td>{adh(r, 'adherence')}</td>"
+        f"<td>{adh(r, 'mode_match')}</td><td>{_fmt(r.get('safety_fired'))}</td>"
         f"<td>{r['wall_s']:.1f}</td></tr>"
         for r in sorted(metrics["by_family"], key=lambda r: (
             FAMILIES.index(r["family"]), policies.index(r["policy"]))))
@@ -268,8 +296,8 @@ def _html(config: dict[str, Any], metrics: dict[str, Any],
         for p in policies:
             c = cells.get((task, length, p))
             tds.append("<td colspan=4>-</td>" if c is None else
-                       f"<td><b>{_fmt(c['accuracy'])}</b></td><td>{_fmt(c['cost'])}</td>"
-                       f"<td>{_fmt(c['evidence_recall'])}</td><td>{_fmt(c['adherence'])}</td>")
+                       f"<td><b>{_acc(c)}</b></td><td>{_fmt(c['cost'])}</td>"
+                       f"<td>{_fmt(c['evidence_recall'])}</td><td>{adh(c, 'adherence')}</td>")
         body.append(f"<tr><td>{e(task)}</td><td>{e(c0['family'])}</td><td>{length}</td>"
                     f"<td>{c0['n']}</td>{''.join(tds)}</tr>")
     tl = "".join(
@@ -277,6 +305,12 @@ def _html(config: dict[str, Any], metrics: dict[str, Any],
         f"{e(r['id'])}: reference answer {e(', '.join(r['answers']))}; ideal directive "
         f"{e(r['ideal_directive'])}</figcaption></figure>" for name, r in timelines)
     versions = ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())
+    small = min((c["n"] for c in metrics["cells"]), default=0)
+    warn = (f"<p class='warn'><b>Few samples:</b> the smallest cell has {small} sample(s), "
+            f"under {MIN_SAMPLES}. Accuracy is shown &plusmn; one standard error; "
+            "differences within about two standard errors are noise. Run more "
+            "<code>--samples</code> before drawing conclusions.</p>"
+            if small < MIN_SAMPLES else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>DAC evaluation: {e(config['model'])}</title>
 <style>
@@ -287,6 +321,7 @@ td:first-child, td:nth-child(2) {{ text-align: left; }}
 th {{ background: #eee; }}
 img {{ max-width: 100%; border: 1px solid #ddd; }}
 figure {{ margin: 1.5em 0; }}
+.warn {{ background: #fff3cd; border: 1px solid #e0c060; padding: 0.6em 1em; }}
 </style></head><body>
 <h1>DAC long-context evaluation</h1>
 <p>model <code>{e(config['model'])}</code> &middot; engine {e(config.get('engine', 'hf'))}
@@ -295,6 +330,7 @@ figure {{ margin: 1.5em 0; }}
 &middot; block size {config['plan']['block_size']}
 &middot; focus bounded to existing sections: {"yes" if config.get('bound_sections') else "no"}
 <br><small>{e(versions)}</small></p>
+{warn}
 <h2>Accuracy versus attention cost</h2>
 <img src="accuracy_vs_cost.png" alt="accuracy versus attention cost">
 <h2>Accuracy versus length</h2>
@@ -315,13 +351,16 @@ per-sample records under <code>cells/</code>.</p>
 {tl or '<p>No timeline: no finished cell.</p>'}
 <h2>Definitions</h2>
 <ul>
-<li><b>accuracy</b>: mean RULER-style score of the answer (directives removed).</li>
+<li><b>accuracy</b>: mean RULER-style score of the answer (directives removed), &plusmn; one
+standard error (of the mean over samples; for a family or policy, of the mean over its cells,
+weighted equally).</li>
 <li><b>cost</b>: KV tokens read over all decode steps / KV tokens full attention would read.</li>
 <li><b>evidence recall</b>: share of the evidence tokens inside the kept blocks, averaged over the
 decode steps from the first well-formed directive on (all steps if none).</li>
 <li><b>adherence</b>: share of outputs that declare a directive and whose directives are all
 well-formed; <b>mode match</b>: share whose last well-formed directive (the one the answer
-is written under) has the ideal mode.</li>
+is written under) has the ideal mode. Both are shown only for policies that read directives
+(<code>n/a</code> for full attention, streaming, Quest and the oracle, which ignore them).</li>
 <li><b>safety net fired</b>: for <code>X+safety</code> policies, share of outputs whose safety
 net widened the read to global (docs/reliability.md).</li>
 </ul>
