@@ -193,3 +193,18 @@ def test_session_restores_attention_implementation(llama, tokenizer):
         assert llama.config._attn_implementation == "dac"
     assert llama.config._attn_implementation == before
     assert not any(hasattr(m, "_dac_state") for m in llama.modules())
+
+
+def test_per_head_policies_record_the_share_of_heads_per_block(llama, tokenizer):
+    """Quest keeps different blocks per layer and head: each step records, per block, the
+    share of (layer, KV head) pairs that read it (what the report's timeline draws)."""
+    res = generate(llama, tokenizer, [layout(tokenizer)], policy="quest:budget=0.2,dense_layers=0",
+                   config=PlanConfig(block_size=16), max_new_tokens=4, min_new_tokens=4)[0]
+    assert len(res.block_share) == len(res.steps) == 3 and not res.blocks
+    for share, step in zip(res.block_share, res.steps):
+        nb = -(-step.length // 16)
+        assert share and all(0 < v <= 1 and 0 <= b < nb for b, v in share.items())
+        assert share[nb - 1] == 1.0  # the tail block: every head reads it
+        # reads = sum over blocks of share x tokens in the block (the tail may be partial)
+        tokens = {b: min(16, step.length - b * 16) for b in share}
+        assert sum(v * tokens[b] for b, v in share.items()) == pytest.approx(step.read, rel=1e-3)

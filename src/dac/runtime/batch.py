@@ -87,15 +87,17 @@ class BatchRuntime:
                 self.policy.observe(b, logits[b])
 
     def record(self, reads: Sequence[float] | None = None,
-               recalls: Sequence[float | None] | None = None) -> None:
-        """Account this step: from the plans, or from per-row ``reads`` (and ``recalls``)
-        measured by a per-layer, per-head selection (then no blocks are recorded)."""
+               recalls: Sequence[float | None] | None = None,
+               shares: Sequence[dict[int, float]] | None = None) -> None:
+        """Account this step: from the plans, or from per-row ``reads`` (and ``recalls``,
+        ``shares`` of layers and heads per block) measured by a per-head selection."""
         bs = self.config.block_size
         for b, (s, n) in enumerate(zip(self.seqs, self.lengths)):
             if reads is None:
                 s.record_plan(self.plans[b], n, bs)
             else:
-                s.record(n, reads[b], None if recalls is None else recalls[b])
+                s.record(n, reads[b], None if recalls is None else recalls[b],
+                         share=None if shares is None else shares[b])
 
     def results(self, generated: Sequence[Sequence[int]]) -> list[GenerationResult]:
         """Finish every row on its generated ids (the last sampled token was never fed)."""

@@ -74,6 +74,9 @@ class GenerationResult(KVReads):
     token_ids: list[int] | None = field(repr=False, default=None)
     #: log-probability of each sampled token, when the request asked for them (vLLM)
     logprobs: list[float] | None = field(repr=False, default=None)
+    #: per-head policies (Quest, the oracle): per step, the share of (layer, KV head) pairs
+    #: that read each block ({block: share}; blocks no head read are left out)
+    block_share: list[dict[int, float]] = field(repr=False, default_factory=list)
 
     def timeline(self) -> list[dict[str, Any]]:
         out = []

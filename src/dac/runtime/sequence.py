@@ -37,6 +37,7 @@ class SequenceRuntime(KVReads):
         self.stopped = False  # an EOS was seen: nothing more is parsed or recorded
         self.steps: list[StepRecord] = []
         self.blocks: list[list[int]] = []
+        self.block_share: list[dict[int, float]] = []
         self.masked = False  # some recorded step read less than everything
         self.text = ""
 
@@ -77,13 +78,17 @@ class SequenceRuntime(KVReads):
         return policy.plan(self.state(length), config)
 
     def record(self, length: int, read: float, recall: float | None = None,
-               blocks: list[int] | None = None) -> None:
-        """Account one decode step (ignored once the sequence has stopped)."""
+               blocks: list[int] | None = None,
+               share: dict[int, float] | None = None) -> None:
+        """Account one decode step (ignored once the sequence has stopped): the blocks every
+        layer and head read, or for a per-head selection the share that read each block."""
         if self.stopped:
             return
         self.steps.append(StepRecord(len(self.detok.ids) - 1, length, float(read), recall))
         if blocks is not None and self.record_blocks:
             self.blocks.append(blocks)
+        if share is not None and self.record_blocks:
+            self.block_share.append(share)
         if read < length:
             self.masked = True
 
@@ -111,4 +116,4 @@ class SequenceRuntime(KVReads):
             text=self.text, answer=strip_directives(self.text), events=list(self.events),
             steps=list(self.steps), blocks=list(self.blocks), prompt_tokens=self.layout.prompt_len,
             generated_ids=list(self.detok.ids), policy_report=policy_report or {},
-            token_ids=token_ids, logprobs=logprobs)
+            token_ids=token_ids, logprobs=logprobs, block_share=list(self.block_share))

@@ -78,7 +78,7 @@ class DACSession:
         self.kernel = kernel
         self.runtime = BatchRuntime(layouts, tokenizer, model_eos_ids(model, tokenizer),
                                     self.policy, self.config, evidence,
-                                    record_blocks=record_blocks and not self.policy.query_aware)
+                                    record_blocks=record_blocks)
         self.decoding = False
         self._prefilled = False
         self._stack: contextlib.ExitStack | None = None
@@ -88,6 +88,8 @@ class DACSession:
         self._valid: torch.Tensor | None = None
         self._layer_reads: list[float] = []
         self._layer_recall: list[float] = []
+        self._layer_keep: list[torch.Tensor | None] = []  # per-head selections: count per block
+        self._heads = 1
         self._layers_seen = 0
 
     @property
@@ -133,6 +135,7 @@ class DACSession:
         self._layers_seen = 0
         n = len(rt)
         self._layer_reads, self._layer_recall = [0.0] * n, [0.0] * n
+        self._layer_keep = [None] * n
         if not self.policy.query_aware:  # one plan for every layer: gather index, once a step
             self._index, self._valid = positions_from_blocks(
                 plans, rt.lengths, self._pads, self.config.block_size, ids.device)
@@ -170,9 +173,13 @@ class DACSession:
             self.runtime.record()
             return
         k = self._layers_seen
+        shares = []
+        for keep in self._layer_keep:  # layers x KV heads that read each block
+            share = keep / (k * self._heads) if keep is not None else torch.zeros(0)
+            shares.append({int(i): round(float(share[i]), 4) for i in share.nonzero().flatten()})
         self.runtime.record([r / k for r in self._layer_reads],
                             [r / k if seq.evidence else None
-                             for r, seq in zip(self._layer_recall, self.runtime.seqs)])
+                             for r, seq in zip(self._layer_recall, self.runtime.seqs)], shares)
 
     # -- the decode attention --------------------------------------------------------------
     def attend(self, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -198,6 +205,10 @@ class DACSession:
             if keep is None:
                 keep = torch.zeros(hk, num_blocks(n, bs), dtype=torch.bool, device=key.device)
                 keep[:, rt.plans[b]] = True
+            count = keep.sum(0).float().cpu()
+            prev = self._layer_keep[b]
+            self._layer_keep[b] = count if prev is None else prev + count
+            self._heads = hk
             per_head = []
             reads = recall = 0.0
             for h in range(hk):
