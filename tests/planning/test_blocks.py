@@ -62,3 +62,20 @@ def test_normalize_and_coverage():
 def test_bad_config(kwargs):
     with pytest.raises(ValueError):
         PlanConfig(**kwargs)
+
+
+def test_keep_response_keeps_everything_generated_in_every_mode():
+    from dac.protocol.context import PromptLayout
+    from dac.protocol.grammar import Directive, Mode
+
+    lay = PromptLayout.plain(640, [(64, 320), (320, 576)], (576, 640))
+    cfg = PlanConfig(block_size=64, sink_tokens=16, keep_preamble=False, window=64,
+                     local_window=64, keep_response=True)
+    length = 640 + 300  # 300 generated tokens: blocks 10..14
+    for d in (Directive(Mode.LOCAL), Directive(Mode.FOCUS, ((1, 1),))):
+        kept = plan_dac(d, lay, length, cfg)
+        assert set(range(10, 15)) <= set(kept) and 0 in kept and 9 in kept
+    assert plan_dac(Directive(Mode.LOCAL), lay, length, cfg) == [0, 9, 10, 11, 12, 13, 14]
+    off = PlanConfig(block_size=64, sink_tokens=16, keep_preamble=False, window=64,
+                     local_window=64)
+    assert plan_dac(Directive(Mode.LOCAL), lay, length, off) == [0, 9, 13, 14]

@@ -23,6 +23,9 @@ class PlanConfig:
     keep_preamble: bool = True  # instructions before the first section, in focus/local mode
     window: int = 256  # recent tokens (the model's own text) kept in focus mode
     local_window: int = 1024  # recent tokens kept by [[local]] without an explicit size
+    #: the whole response so far is kept in every mode (the paper's scaffold), not only the
+    #: recent window
+    keep_response: bool = False
 
     def __post_init__(self) -> None:
         for name in ("block_size", "window", "local_window"):
@@ -67,6 +70,8 @@ def plan_dac(directive: Directive, layout: PromptLayout, length: int, cfg: PlanC
     if cfg.keep_preamble:
         spans.append(layout.preamble)
     spans.extend(layout.protected)
+    if cfg.keep_response:
+        spans.append(Span(layout.prompt_len, length))
     if directive.mode is Mode.FOCUS:
         spans.extend(layout.section_spans(directive.sections()))
         window = cfg.window
