@@ -17,11 +17,36 @@ def _text_config(config: Any) -> Any:
     return get() if callable(get) else config
 
 
-def check_supported(model: Any) -> None:
+#: what a layer type of ``config.layer_types`` is to DAC: ``global`` layers read the kept
+#: blocks; ``window`` (sliding) and ``linear`` (e.g. Gated DeltaNet) layers run as the model
+#: defines them, their per-step read bounded by the window or the recurrent state
+LAYER_KINDS = {"full_attention": "global", "sliding_attention": "window",
+               "linear_attention": "linear"}
+ALL_KINDS = frozenset(LAYER_KINDS.values())
+
+
+def layer_kinds(model: Any) -> list[str]:
+    """The kind of each decoder layer (all ``global`` for a model without ``layer_types``)."""
+    cfg = _text_config(model.config)
+    types = getattr(cfg, "layer_types", None) or []
+    if not types:
+        return ["global"] * int(getattr(cfg, "num_hidden_layers", 0) or 0)
+    return [LAYER_KINDS.get(t, t) for t in types]
+
+
+def global_layers(model: Any) -> set[int]:
+    """Indices of the layers whose attention reads the kept blocks."""
+    return {i for i, k in enumerate(layer_kinds(model)) if k == "global"}
+
+
+def check_supported(model: Any, kinds: frozenset[str] = ALL_KINDS, *,
+                    engine: str = "the reference engine") -> None:
     """Raise :class:`UnsupportedModelError` if DAC decode would not be exact for ``model``.
 
-    DAC swaps the attention function of full-attention decoder layers. Models whose attention
-    does something that function does not reproduce are refused rather than computed wrongly.
+    DAC swaps the attention function of the full-attention (global) decoder layers; sliding-
+    window and linear-attention layers of a hybrid run as the model defines them (``kinds``:
+    the layer kinds the calling engine runs). Models whose attention does something that
+    function does not reproduce are refused rather than computed wrongly.
     """
     cfg = _text_config(model.config)
     name = type(model).__name__
@@ -31,16 +56,26 @@ def check_supported(model: Any) -> None:
         raise UnsupportedModelError(
             f"{name}: attention logit soft-capping is not supported by the DAC kernels")
     layer_types = getattr(cfg, "layer_types", None) or []
-    other = sorted({t for t in layer_types if t != "full_attention"})
-    if other:
+    unknown = sorted({t for t in layer_types if t not in LAYER_KINDS})
+    if unknown:
         raise UnsupportedModelError(
-            f"{name}: layers of type {', '.join(other)} (e.g. sliding-window or linear attention) "
-            "are not supported; only full-attention decoders are")
+            f"{name}: layers of type {', '.join(unknown)} are not supported (DAC runs "
+            "full-attention layers, and leaves sliding-window and linear-attention ones alone)")
+    missing = sorted({LAYER_KINDS[t] for t in layer_types} - set(kinds))
+    if missing:
+        what = {"window": "sliding-window", "linear": "linear-attention"}
+        raise UnsupportedModelError(
+            f"{name}: {engine} runs full-attention layers only, and this model has "
+            f"{' and '.join(what.get(k, k) for k in missing)} layers: use the reference "
+            "engine (dac.engines.hf.generate)")
+    if layer_types and "full_attention" not in layer_types:
+        raise UnsupportedModelError(f"{name}: no full-attention layer, so nothing to mask")
     window = getattr(cfg, "sliding_window", None)
-    # with layer_types, the window applies to sliding layers only (none, per the check above)
+    # with layer_types, the window applies to the sliding layers alone
     if window and getattr(cfg, "use_sliding_window", True) and not layer_types:
         raise UnsupportedModelError(
-            f"{name}: sliding-window attention (window {window}) is not supported")
+            f"{name}: every layer uses sliding-window attention (window {window}), so there "
+            "is no global layer to mask")
     if getattr(cfg, "alibi", False) or getattr(cfg, "position_embedding_type", "") == "alibi":
         raise UnsupportedModelError(f"{name}: ALiBi position biases are not supported")
     can_set = getattr(model, "_can_set_attn_implementation", None)

@@ -42,7 +42,7 @@ class FastDecoder:
                  cuda_graph: bool | None = None, compile_model: bool = False,
                  account: bool = True,
                  kv: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None):
-        check_supported(model)
+        check_supported(model, frozenset({"global"}), engine="the fast engine")
         self.model = model
         self.policy = get_policy(policy)
         check_policy(self.policy, SUPPORTS, engine="fast", hint=HINT)

@@ -9,7 +9,10 @@
 * The attention function ``"dac"`` (registered in transformers' ``AttentionInterface``) finds
   the session through :func:`dac.runtime.bound` and runs prefill through SDPA and decode
   through :func:`dac.kernels.reference.attend_kept`, which reads only the kept positions. The
-  KV cache itself is written as usual and never modified.
+  KV cache itself is written as usual and never modified. Only full-attention layers are
+  masked: the sliding-window layers of a hybrid run SDPA over their own window, and its
+  linear-attention layers (their own modules) are never touched, so KV reads are counted over
+  the global layers.
 * A forward **post-hook** closes the step's KV-read accounting.
 
 The session does not choose tokens, so section-bounded decoding is not part of it: ``generate``
@@ -32,7 +35,7 @@ from ...planning import Policy, get_policy
 from ...planning.blocks import PlanConfig, coverage, num_blocks
 from ...protocol.context import PromptLayout, Span
 from ...runtime import BatchRuntime, SequenceRuntime, StepRecord, bind, bound, model_eos_ids
-from ..support import attention_modules, check_supported
+from ..support import attention_modules, check_supported, global_layers
 
 ATTN_IMPLEMENTATION = "dac"
 
@@ -48,7 +51,8 @@ def dac_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tenso
                   value: torch.Tensor, attention_mask: torch.Tensor | None,
                   dropout: float = 0.0, scaling: float | None = None, **kwargs: Any):
     session = bound(module)
-    if not isinstance(session, DACSession) or not session.decoding:
+    if not isinstance(session, DACSession) or not session.decoding \
+            or module.layer_idx not in session.global_layers:  # sliding: the model's own
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     if query.shape[2] != 1:
@@ -83,6 +87,9 @@ class DACSession:
         self._prefilled = False
         self._stack: contextlib.ExitStack | None = None
         self._modules = attention_modules(model)
+        #: layers that read the kept blocks (sliding-window layers of a hybrid keep their
+        #: window; linear-attention layers never call an attention function)
+        self.global_layers = global_layers(model)
         self._pads: list[int] = []
         self._index: torch.Tensor | None = None
         self._valid: torch.Tensor | None = None
