@@ -5,7 +5,7 @@ makes, and when), not on whether the model would write it. So each format is mea
 forcing its ideal text, token by token, through the HF engine under ``dac`` and reading the
 engine's own KV fraction: what a model that learned the format perfectly would read.
 
-Formats (``Sample`` targets; the training stage fields that produce them in brackets):
+Formats (:mod:`dac.train.targets`; the training stage fields that produce them in brackets):
 
 - ``directive_first``: ``[[focus S3]] The special magic number for X is: 6046601``
   (``answer_leads``, the shipped model's format);
@@ -13,7 +13,7 @@ Formats (``Sample`` targets; the training stage fields that produce them in brac
   the lead decoded under global);
 - ``lead_local``: ``[[local]] The special ... is: [[global]][[focus S3]] 6046601``
   (``lead_directive: "[[local]]"``); ``lead_local256``: the same with ``[[local 256]]``;
-- ``per_hop``, for multi-region answers (``Sample.hop_target``; stage ``per_hop``): one
+- ``per_hop``, for multi-region answers (``hop_target``; stage ``per_hop``): one
   focus per step, each after the first chosen by one step that reads everything (the step
   before it reads only the previous step's section): ``[[focus S2]] 9686033,
   [[global]][[focus S5]] 5312219, ...``; a chain's keys are written before its value
@@ -37,10 +37,14 @@ TASKS = ("niah_multikey", "niah_multikey_dense", "kv_json", "niah_single_noise",
 
 
 def text_of(sample, fmt: str) -> str | None:
+    """The text of format ``fmt`` for ``sample`` (``None`` where the sample has no such answer)."""
+    from dac.train.targets import hop_target, lead_in_target, led_target
+
     if fmt == "per_hop":
-        return sample.hop_target  # None outside the multi-region tasks
+        return hop_target(sample)  # None outside the multi-region tasks
     lead_directive = FORMATS[fmt]
-    return sample.led_target if lead_directive is None else sample.lead_in_target(lead_directive)
+    return led_target(sample) if lead_directive is None else lead_in_target(sample,
+                                                                             lead_directive)
 
 
 def main() -> int:

@@ -1,12 +1,12 @@
 """Which step of a stepwise answer loses it: accuracy when its first steps are given.
 
 For each multi-region prompt, the model decodes under DAC after its ideal stepwise answer's
-first ``k`` steps (``Sample.hop_target``, e.g. ``[[focus S3]] Mary,``) have been forced, for
-each ``k`` asked; ``k = 0`` is the model on its own. If accuracy jumps once a step is given,
-that step is where answers are lost. A forced step counts in the score where it holds part
-of the answer (variable_tracking's names, the values of niah_multivalue and niah_multiquery);
-world_state's holder and chained_facts' keys do not. Greedy, the engines' default section
-bound, the plan and prompt the model was trained with.
+first ``k`` steps (``dac.train.targets.hop_target``, e.g. ``[[focus S3]] Mary,``) have been
+forced, for each ``k`` asked; ``k = 0`` is the model on its own. If accuracy jumps once a
+step is given, that step is where answers are lost. A forced step counts in the score where
+it holds part of the answer (variable_tracking's names, the values of niah_multivalue and
+niah_multiquery); world_state's holder and chained_facts' keys do not. Greedy, the engines'
+default section bound, the plan and prompt the model was trained with.
 
 ``python bench/forced_steps.py MODEL_DIR --task world_state --length 4096 --n 16 --steps 0,1``
 """
@@ -24,7 +24,9 @@ def prefix_text(sample, k: int) -> str:
     """The first ``k`` steps of the ideal stepwise answer, each with its separator."""
     if k == 0:
         return ""
-    parts = sample.hop_target.split(", ")
+    from dac.train.targets import hop_target
+
+    parts = hop_target(sample).split(", ")
     return ", ".join(parts[:k]) + (", " if k < len(parts) else "")
 
 

@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace, status: Any) -> int:
     from .eval.report import plot_timeline
     from .models import load, load_defaults, tiny_model, tiny_tokenizer
     from .tasks import TASKS, make_sample
+    from .train.targets import led_target
 
     notice = ""
     model_dir = Path(args.model) if args.model else DEFAULT_MODEL
@@ -91,7 +92,7 @@ def _run(args: argparse.Namespace, status: Any) -> int:
     stage("drawing the timeline")
     plot_timeline(list(records.values()), png)
     payload = {"model": name, "notice": notice, "question": sample.question,
-               "expected": sample.answers, "ideal": sample.led_target,
+               "expected": sample.answers, "ideal": led_target(sample),
                "evidence_sections": sorted({s for s, _, _ in sample.evidence}),
                "runs": records, "timeline_png": str(png)}
     (out / "demo.json").write_text(json.dumps(payload, indent=2))

@@ -23,14 +23,15 @@ def test_the_prefix_is_the_ideal_answer_cut_after_k_steps():
     from transformers import AutoTokenizer
 
     from dac.tasks import make_sample
+    from dac.train.targets import hop_target
 
     tok = AutoTokenizer.from_pretrained(ASSET, local_files_only=True)
     s = make_sample("chained_facts", tok, 1024, 0)
     bench = _bench()
     assert bench.prefix_text(s, 0) == ""
     one = bench.prefix_text(s, 1)
-    assert one.startswith("[[focus S") and one.endswith(", ") and s.hop_target.startswith(one)
-    assert bench.prefix_text(s, 3) == s.hop_target  # all three steps: the whole answer
+    assert one.startswith("[[focus S") and one.endswith(", ") and hop_target(s).startswith(one)
+    assert bench.prefix_text(s, 3) == hop_target(s)  # all three steps: the whole answer
 
 
 @pytest.mark.slow

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import re
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from dac.train.data import collate, directive_close, directive_span, make_exampl
 from dac.train.masking import (
     ATTN_IMPLEMENTATION, AnswerMask, dense_mask, directive_schedule, register,
     row_mask, schedule_mask, use_mask)
+from dac.train.targets import hop_target, led_target, stepwise_target
 from dac.train.tokenizer import protocol_tokens
 
 from ..helpers import ForceText
@@ -30,10 +30,20 @@ CFG = PlanConfig(block_size=16, sink_tokens=16, keep_preamble=False, window=16, 
 
 @dataclass
 class FakeSample:
+    """What :func:`make_example` and the answer formats read of a sample."""
+
     sections: list[str]
     question: str
     directive: Directive
     target: str
+    lead: str = ""
+    hops: tuple[tuple[int, str], ...] = ()
+    scan_last: bool = False
+    hop_keys: tuple[str, ...] = ()
+
+    @property
+    def answer_text(self) -> str:
+        return self.target[len(self.directive.render()):].strip()
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +102,12 @@ def test_question_first_examples_ask_before_the_document_and_mask_the_same_secti
 def test_a_led_target_is_trained_whole_and_masked_from_the_directive_on(tok):
     """``lead=True`` trains ``led_target``: the lead is part of the answer, under the mask."""
     s = _sample("[[focus S3]]", " 4821")
-    led = SimpleNamespace(**vars(s), led_target="[[focus S3]] the mill runs past 4821")
+    led = replace(s, lead="the mill runs past ")
+    assert led_target(led) == "[[focus S3]] the mill runs past 4821"
     ex = make_example(led, tok, CFG, dense=False, lead=True)
     lay = build_prompt(tok, s.sections, s.question)
-    assert tok.decode(ex.ids[ex.prompt_len:]).startswith(led.led_target)
-    assert ex.mask.start == lay.prompt_len + directive_close(tok, led.led_target)
+    assert tok.decode(ex.ids[ex.prompt_len:]).startswith(led_target(led))
+    assert ex.mask.start == lay.prompt_len + directive_close(tok, led_target(led))
     assert len(ex.mask.rows) == len(ex.ids) - 1 - ex.mask.start  # every answer row, EOS too
     plain = make_example(s, tok, CFG, dense=False)
     assert len(plain.ids) < len(ex.ids) and plain.mask.start == ex.mask.start
@@ -108,8 +119,7 @@ def test_a_lead_first_target_weights_only_the_directive_and_masks_after_it(tok):
     after it is trained under the directive's mask."""
     s = _sample("[[focus S3]]", " 4821")
     text = "the mill runs past [[focus S3]] 4821"
-    led = SimpleNamespace(**vars(s), led_target="[[focus S3]] the mill runs past 4821",
-                          lead_in_target=lambda d: "" if d else text)
+    led = replace(s, lead="the mill runs past ")
     ex = make_example(led, tok, CFG, dense=False, lead=True, lead_first=True)
     lay = build_prompt(tok, s.sections, s.question)
     target = tok.decode(ex.ids[ex.prompt_len:])
@@ -128,7 +138,7 @@ def test_a_lead_first_target_weights_only_the_directive_and_masks_after_it(tok):
     # without lead_first the same sample trains led_target, its directive first
     plain = make_example(led, tok, CFG, dense=False, lead=True)
     assert plain.head_from == 0 and tok.decode(plain.ids[plain.prompt_len:]).startswith(
-        led.led_target)
+        "[[focus S3]] the mill runs past 4821")
 
 
 def test_a_lead_read_locally_then_a_global_step_then_the_focus(tok):
@@ -137,7 +147,7 @@ def test_a_lead_read_locally_then_a_global_step_then_the_focus(tok):
     focus token carries the directive weight."""
     s = _sample("[[focus S3]]", " 4821")
     text = "[[local]] the mill runs past [[global]][[focus S3]] 4821"
-    led = SimpleNamespace(**vars(s), lead_in_target=lambda d: text if d == "[[local]]" else "")
+    led = replace(s, lead="the mill runs past ")
     ex = make_example(led, tok, CFG, dense=False, lead=True, lead_first=True,
                       lead_directive="[[local]]")
     lay = build_prompt(tok, s.sections, s.question)
@@ -163,7 +173,7 @@ def test_a_stepwise_answer_weights_every_focus_and_masks_each_step_under_its_own
     ``[[global]]`` reads everything. Samples without such a target keep theirs."""
     s = _sample("[[focus S2, S5]]", " 4821, 7730")
     text = "[[focus S2]] 4821, [[global]][[focus S5]] 7730"
-    ex = make_example(SimpleNamespace(**vars(s), hop_target=text), tok, CFG, dense=False,
+    ex = make_example(replace(s, hops=((2, "4821"), (5, "7730"))), tok, CFG, dense=False,
                       per_hop=True)
     lay = build_prompt(tok, s.sections, s.question)
     target = ex.ids[ex.prompt_len:-1]
@@ -179,8 +189,7 @@ def test_a_stepwise_answer_weights_every_focus_and_masks_each_step_under_its_own
     batch = collate([ex], len(ex.ids), tok.pad_token_id)
     flagged = batch.directive[0].nonzero().flatten().tolist()
     assert flagged == [ex.prompt_len - 1 + i_a, ex.prompt_len - 1 + i_b]
-    plain = make_example(SimpleNamespace(**vars(s), hop_target=None), tok, CFG,
-                         dense=False, per_hop=True)
+    plain = make_example(s, tok, CFG, dense=False, per_hop=True)  # no hops: no stepwise text
     assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.target and not plain.more_heads
 
 
@@ -188,7 +197,7 @@ def test_a_scan_target_is_trained_step_by_step_under_each_section(tok):
     """``scan``: world_state's stepwise answer with its backward scan; every focus weighted,
     each step's rows under its own section, only the scan's first step after a global one."""
     s = make_sample("world_state", tok, 1024, 3, sections=12)
-    text = s.stepwise_target(scan=True)
+    text = stepwise_target(s, scan=True)
     assert text.count("[[global]]") == 1 and "none" in text  # this seed's move is not in S12
     ex = make_example(s, tok, CFG, dense=False, per_hop=True, scan=True)
     lay = build_prompt(tok, s.sections, s.question)
@@ -205,7 +214,7 @@ def test_a_scan_target_is_trained_step_by_step_under_each_section(tok):
         d = [d for j, d in sched if j <= i][-1]
         assert row == plan_dac(d, lay, q + 1, CFG)
     plain = make_example(s, tok, CFG, dense=False, per_hop=True)
-    assert tok.decode(plain.ids[plain.prompt_len:-1]) == s.hop_target
+    assert tok.decode(plain.ids[plain.prompt_len:-1]) == hop_target(s)
 
 
 def test_a_keyed_stepwise_target_reads_its_first_key_locally_then_one_global_step(tok):
@@ -213,7 +222,7 @@ def test_a_keyed_stepwise_target_reads_its_first_key_locally_then_one_global_ste
     focus; the holder's move key under that focus, one global step, the room's focus. Every
     focus weighted; each row planned as the decode reads it."""
     s = make_sample("world_state", tok, 1024, 3, sections=12)
-    text = s.stepwise_target(keys="all", lead_directive="[[local]]")
+    text = stepwise_target(s, keys="all", lead_directive="[[local]]")
     ex = make_example(s, tok, CFG, dense=False, per_hop=True, lead_directive="[[local]]",
                       hop_keys="all")
     lay = build_prompt(tok, s.sections, s.question)
@@ -232,7 +241,7 @@ def test_a_keyed_stepwise_target_reads_its_first_key_locally_then_one_global_ste
         assert row == plan_dac(d, lay, q + 1, CFG)
     first = make_example(s, tok, CFG, dense=False, per_hop=True, lead_directive="[[local]]",
                          hop_keys="first")
-    assert tok.decode(first.ids[first.prompt_len:-1]) == s.stepwise_target(keys="first")
+    assert tok.decode(first.ids[first.prompt_len:-1]) == stepwise_target(s, keys="first")
 
 
 def test_batched_mask_equals_rows_built_one_by_one(tok):

@@ -49,93 +49,18 @@ class Sample:
     #: (variable_tracking), the chain's keys then its value (chained_facts), the holder then
     #: the room (world_state); empty for the other families
     hops: tuple[tuple[int, str], ...] = ()
-    #: the last hop can be found by a backward scan (:meth:`stepwise_target`)
+    #: the last hop can be found by a backward scan (:func:`dac.train.targets.stepwise_target`)
     scan_last: bool = False
     #: per hop, words written before its focus is chosen ("" = none): the question's words
     #: the first hop's evidence holds (world_state's object, variable_tracking's value), the
     #: words before a later hop's answer in its sentence (world_state: "Mary went to "), so
     #: the step that reads everything chooses the section by a match on words just written
-    #: (:meth:`stepwise_target` with ``keys``)
+    #: (:func:`dac.train.targets.stepwise_target` with ``keys``)
     hop_keys: tuple[str, ...] = ()
 
     @property
     def answer_text(self) -> str:
         return self.target[len(self.directive.render()):].strip()
-
-    @property
-    def led_target(self) -> str:
-        """The target with the lead between directive and answer (``target`` if none). The
-        value then follows the words it follows in the document, so copying it is what an
-        induction head does: match the lead's last tokens, copy what came next there."""
-        if not self.lead:
-            return self.target
-        return f"{self.directive.render()} {self.lead}{self.answer_text}"
-
-    @property
-    def lead_first_target(self) -> str:
-        """The lead, then the directive, then the answer (``target`` if no lead): the key the
-        question names is written out before the section holding it is declared."""
-        return self.lead_in_target("")
-
-    def lead_in_target(self, lead_directive: str) -> str:
-        """:attr:`lead_first_target` with the lead read under ``lead_directive`` (a ``local``
-        declaration), then ``[[global]]`` so that the step choosing the section reads the
-        whole context: ``[[local]] lead [[global]][[focus S3]] value``."""
-        if not self.lead:
-            return self.target
-        if not lead_directive:
-            return f"{self.lead}{self.directive.render()} {self.answer_text}"
-        # no space between [[global]] and the focus: one step reads the whole context, not two
-        return (f"{lead_directive} {self.lead}[[global]]{self.directive.render()} "
-                f"{self.answer_text}")
-
-    @property
-    def hop_target(self) -> str | None:
-        return self.stepwise_target()
-
-    def stepwise_target(self, scan: bool = False, keys: str = "",
-                        lead_directive: str = "[[local]]") -> str | None:
-        """The answer one step at a time, each step under a focus on the one section it reads,
-        each focus after the first chosen by a step that reads everything:
-        ``[[focus S2]] 9686033, [[global]][[focus S4]] 5312219, ...`` (the step before a
-        ``[[global]]`` reads only the previous step's section). A chain's keys are written out
-        (``[[focus S1]] the red fox, [[global]][[focus S3]] the old mill, [[global]][[focus
-        S3]] 2794554``), so finding the next step is a match on the words just written.
-        ``scan`` (for a sample with :attr:`scan_last`): the last step reads the sections from
-        the context's last one backwards, one step each, writing ``SCAN_MISS`` for each section
-        that does not hold its evidence; only the scan's first step follows a ``[[global]]``,
-        each next section is chosen under the previous one's focus (``[[focus S3]] Mary,
-        [[global]][[focus S8]] none, [[focus S7]] the kitchen``). "The latest of several
-        matching sentences" becomes "is it in this section?", a match inside one section.
-        ``keys`` (``"first"`` or ``"all"``): the first hop's (or every hop's) :attr:`hop_keys`
-        are written before the step that chooses its section, the first one read under
-        ``lead_directive`` as a retrieval lead is (``[[local]] the apple [[global]][[focus
-        S3]] Mary, Mary went to [[global]][[focus S6]] the kitchen``); a later key is written
-        under the previous step's focus, and only before a step that follows a
-        ``[[global]]``. ``None`` for samples without :attr:`hops`."""
-        if not self.hops:
-            return None
-        if keys not in ("", "first", "all"):
-            raise ValueError(f"keys must be '', 'first' or 'all', not {keys!r}")
-        wanted = list(self.hop_keys)[:len(self.hops) if keys == "all" else 1] if keys else []
-        wanted += [""] * (len(self.hops) - len(wanted))
-        steps = [(sec, text, i > 0, wanted[i]) for i, (sec, text) in enumerate(self.hops)]
-        if scan and self.scan_last:
-            sec, text, _, key = steps.pop()
-            last = len(self.sections)
-            steps += [(k, SCAN_MISS, k == last, key if k == last else "")
-                      for k in range(last, sec, -1)]
-            steps.append((sec, text, sec == last, key if sec == last else ""))
-        out = []
-        for i, (sec, text, fresh, key) in enumerate(steps):
-            focus = f"[[focus S{sec}]] {text}"
-            if key and i == 0:
-                out.append(f"{lead_directive} {key}[[global]]{focus}")
-            elif key and fresh:
-                out.append(f"{key}[[global]]{focus}")
-            else:
-                out.append(f"{'[[global]]' if fresh else ''}{focus}")
-        return ", ".join(out)
 
     @property
     def id(self) -> str:
@@ -179,14 +104,10 @@ class Draft:
     #: written)`` in answer order (:attr:`Sample.hops`); empty when not a stepwise answer
     hops: list[tuple[int, str]] = field(default_factory=list)
     #: the last hop is the latest of several matching sentences (world_state: the holder's
-    #: last move), which a backward scan finds (:meth:`Sample.stepwise_target`)
+    #: last move), which a backward scan finds (:func:`dac.train.targets.stepwise_target`)
     scan_last: bool = False
     #: :attr:`Sample.hop_keys`, aligned with ``hops`` (empty: none)
     hop_keys: list[str] = field(default_factory=list)
-
-
-#: what a backward-scan step writes for a section that does not hold its evidence
-SCAN_MISS = "none"
 
 
 Generator = Callable[[random.Random, int, int], Draft]

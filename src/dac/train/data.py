@@ -1,7 +1,8 @@
 """Training examples from the suite's task generators, with their answer masks.
 
 Sequence = prompt (``build_prompt``: the same template as inference) + ``sample.target``
-(the ideal directive, a space, the answer; ``sample.led_target`` under ``answer_leads``) + EOS.
+(the ideal directive, a space, the answer; :func:`~dac.train.targets.led_target` under
+``answer_leads``, or another format of :mod:`dac.train.targets`) + EOS.
 The loss covers the target tokens only; the target tokens from the first declaration's close
 on are trained under the mask of the declaration in force (:func:`schedule_mask`).
 Every example is a pure function of (config, global index): seeds are ``seed_base + index``.
@@ -23,6 +24,7 @@ from ..protocol.grammar import CLOSE, OPEN, Directive, Mode
 from ..protocol.prompt import section_marker
 from .config import COPY_FORMATS, Stage, TrainConfig
 from .masking import AnswerMask, directive_schedule, schedule_mask
+from .targets import LOCAL, hop_target, lead_in_target, led_target, stepwise_target
 
 #: make_sample(task, tokenizer, length, seed[, sections=k]): ``sections`` only when a stage sets it
 SampleFn = Callable[..., Any]
@@ -90,14 +92,15 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
                  seed: int = 0, lead: bool = False, question_first: bool = False,
                  lead_first: bool = False, lead_directive: str = "",
                  per_hop: bool = False, scan: bool = False, hop_keys: str = "") -> Example:
-    """``lead``: the target is ``sample.led_target`` (the answer restates the evidence's words
+    """``lead``: the target is ``led_target(sample)`` (the answer restates the evidence's words
     before the value) instead of ``sample.target``; with ``lead_first`` too,
-    ``sample.lead_in_target(lead_directive)`` (the lead before the directive, read under
-    ``lead_directive`` if given). ``per_hop``: ``sample.hop_target`` where the sample has one
-    (one focus per step of a multi-region answer); with ``scan``, ``sample.stepwise_target(
+    ``lead_in_target(sample, lead_directive)`` (the lead before the directive, read under
+    ``lead_directive`` if given). ``per_hop``: ``hop_target(sample)`` where the sample has one
+    (one focus per step of a multi-region answer); with ``scan``, ``stepwise_target(sample,
     scan=True)`` (a last step that is the latest of several sentences found by a backward
-    scan); with ``hop_keys``, ``sample.stepwise_target(keys=hop_keys,
-    lead_directive=lead_directive)`` (keys written before the steps that choose a section).
+    scan); with ``hop_keys``, ``stepwise_target(sample, keys=hop_keys,
+    lead_directive=lead_directive)`` (keys written before the steps that choose a section);
+    the formats are :mod:`dac.train.targets`'.
     ``question_first``: the prompt asks the
     question before the document too. Only the ideal directive's tokens are the example's
     weighted ``head`` (for a stepwise answer, every focus's)."""
@@ -105,12 +108,12 @@ def make_example(sample: Any, tokenizer: Any, plan: PlanConfig, dense: bool, tas
                           question_first=question_first)
     per = None
     if per_hop:
-        per = (sample.stepwise_target(scan=scan, keys=hop_keys,
-                                      lead_directive=lead_directive or "[[local]]")
-               if scan or hop_keys else sample.hop_target)
+        per = (stepwise_target(sample, scan=scan, keys=hop_keys,
+                               lead_directive=lead_directive or LOCAL)
+               if scan or hop_keys else hop_target(sample))
     text = (per if per is not None
-            else sample.lead_in_target(lead_directive) if lead and lead_first
-            else sample.led_target if lead else sample.target)
+            else lead_in_target(sample, lead_directive) if lead and lead_first
+            else led_target(sample) if lead else sample.target)
     target = tokenizer(text, add_special_tokens=False)["input_ids"]
     ids = list(layout.input_ids) + list(target) + [tokenizer.eos_token_id]
     more: tuple[tuple[int, int], ...] = ()

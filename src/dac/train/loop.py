@@ -13,7 +13,7 @@ import platform
 import random
 import time
 from dataclasses import asdict
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,14 +29,11 @@ DAC_CONFIG = "dac_config.json"
 
 
 def warm_sources() -> None:
-    """Cache every speech's sentences once, before data workers fork (they share the cache)."""
-    from ..tasks import sources
+    """Split every speech's sentences once, before data workers fork: they share them instead
+    of each splitting the corpus again (:func:`dac.tasks.sources.preload_speeches`)."""
+    from ..tasks.sources import preload_speeches
 
-    fn = sources._speech_sentences
-    if getattr(fn, "cache_info", None) and fn.cache_info().maxsize is not None:
-        sources._speech_sentences = lru_cache(maxsize=None)(fn.__wrapped__)
-    for i in sources._speeches():
-        sources._speech_sentences(i)
+    preload_speeches()
 
 
 def default_sample_fn() -> SampleFn:

@@ -87,12 +87,13 @@ def answer_losses(model: Any, tok: Any, task: str, *, length: int = 512, n: int 
     with ``lead``, at the directive and then at the answer's value, after the lead."""
     from ..protocol.context import build_prompt
     from ..tasks import make_sample
+    from .targets import led_target
 
     sums = [[0.0, 0] for _ in range(positions)]
     for i in range(n):
         s = make_sample(task, tok, length, seed0 + i)
         layout = build_prompt(tok, s.sections, s.question)
-        text = s.led_target if lead else s.target
+        text = led_target(s) if lead else s.target
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
         target = enc["input_ids"]
         at = list(range(len(target)))
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--length", type=int, default=512)
     p.add_argument("--n", type=int, default=12)
     p.add_argument("--lead", action="store_true",
-                   help="teacher-force Sample.led_target; report the directive, then the value")
+                   help="teacher-force dac.train.targets.led_target; report the directive, "
+                        "then the value")
     p.add_argument("--lookup", action="store_true",
                    help="also report lookup_accuracy (lookup copy sequences of --length tokens)")
     a = p.parse_args(argv)
