@@ -11,7 +11,7 @@ from ``span // 2 .. span`` (padded, the padding out of the loss), so only matchi
 token's earlier occurrence works: induction. Every ``--every`` steps it logs the mean loss on
 the first and the second copy. Prints, per span, the first logged step at which the second
 copy costs under half the first (``formed_at``; null if never), and the tokens seen by then.
-CPU-sized: the figures in docs/training.md come from this script.
+CPU-sized: the figures in research/training-log.md ("Sixth run") come from this script.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dac.train.tokenizer import protocol_tokens
 
 
 def test_shipped_configs_load():
-    cfg = TrainConfig.load("configs/dac-tiny.json")
+    cfg = TrainConfig.load("research/configs/dac-tiny.json")
     assert cfg.model.head_dim == 64 and cfg.model.hidden == cfg.model.heads * 64
     assert cfg.seed_base >= 1_000_000  # training seeds stay clear of evaluation seeds
     assert [s.restart for s in cfg.stages].count(True) >= 1
@@ -28,7 +28,7 @@ def test_shipped_configs_load():
 
 
 def test_segments_follow_restarts():
-    cfg = TrainConfig.load("configs/dac-tiny.json")
+    cfg = TrainConfig.load("research/configs/dac-tiny.json")
     starts = [i for i, s in enumerate(cfg.stages) if s.restart]
     for i in range(len(cfg.stages)):
         a, b = segment(cfg, i)
@@ -37,7 +37,7 @@ def test_segments_follow_restarts():
 
 
 def test_stage_shape_fits_the_prompt_tolerance():
-    cfg = TrainConfig.load("configs/dac-tiny.json")
+    cfg = TrainConfig.load("research/configs/dac-tiny.json")
     for s in cfg.stages:
         width, batch = stage_shape(s)
         assert width % 128 == 0 and width >= s.length * 1.05 + 96 and batch >= 1
@@ -120,11 +120,11 @@ def test_unknown_tasks_are_refused_before_any_work(tmp_path):
 
 
 def test_finetune_config_continues_the_shipped_model():
-    """``configs/dac-tiny-ft.json`` runs with ``--init src/dac/assets/dac-tiny``: same model
-    shape, tokenizer and planner, training seeds clear of evaluation seeds and of the first
+    """``research/configs/dac-tiny-ft.json`` runs with ``--init src/dac/assets/dac-tiny``: same
+    model shape, tokenizer and planner, training seeds clear of evaluation seeds and of the first
     recipe's, and every stage's tasks inside its mixture (``train`` refuses them otherwise)."""
-    base = TrainConfig.load("configs/dac-tiny.json")
-    ft = TrainConfig.load("configs/dac-tiny-ft.json")
+    base = TrainConfig.load("research/configs/dac-tiny.json")
+    ft = TrainConfig.load("research/configs/dac-tiny-ft.json")
     assert (ft.model, ft.tokenizer, ft.plan) == (base.model, base.tokenizer, base.plan)
     used = sum(st.steps * stage_shape(st)[1] for st in base.stages)  # seeds the first recipe plans
     assert ft.seed_base >= base.seed_base + used
@@ -244,12 +244,13 @@ def test_scan_needs_per_hop_and_is_a_boolean():
         TrainConfig.from_dict({"stages": [{**stage, "scan": 1}]})
 
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = [ROOT / "configs", ROOT / "research" / "configs"]  # the recipe; the recorded runs
 
 
-@pytest.mark.parametrize("name", sorted(str(p.relative_to(CONFIGS))
-                                        for p in CONFIGS.rglob("*.json")))
+@pytest.mark.parametrize("name", sorted(str(p.relative_to(ROOT))
+                                        for d in CONFIGS for p in d.rglob("*.json")))
 def test_every_recipe_in_the_repo_loads(name):
     """Each recorded or planned recipe validates, so a documented command can run as written."""
-    cfg = TrainConfig.load(CONFIGS / name)
+    cfg = TrainConfig.load(ROOT / name)
     assert cfg.stages and cfg.model.head_dim == 64

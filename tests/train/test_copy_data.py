@@ -64,7 +64,7 @@ def test_copy_examples_train_the_whole_sequence_as_prompt_loss(tokenizer):
 
 
 def test_copy_stages_need_the_prompt_loss():
-    cfg = TrainConfig.load("configs/dac-tiny-copy.json")
+    cfg = TrainConfig.load("research/configs/dac-tiny-copy.json")
     assert cfg.stages[0].kind == "copy" and cfg.stages[0].prompt_loss_weight > 0
     d = cfg.to_dict()
     d["stages"][0]["prompt_loss_weight"] = 0.0

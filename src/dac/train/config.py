@@ -24,75 +24,80 @@ ALL_COPY_FORMATS = COPY_FORMATS + ("lookup",)
 class Stage:
     """One curriculum stage: contexts of ``min_length``..``length`` tokens for ``steps`` steps."""
 
-    length: int
-    steps: int
+    length: int  # longest context of the stage, in tokens
+    steps: int  # optimizer steps (the stage ends at this limit or at ``seconds``)
     batch_tokens: int  # padded tokens per optimizer step (batch size = batch_tokens // width)
-    min_length: int | None = None  # default: length // 2
+    min_length: int | None = None  # shortest context (default: length // 2, at least 64; 16 copy)
     seconds: float | None = None  # optional wall-clock budget: the stage ends at either limit
     tasks: dict[str, float] | None = None  # task mixture of this stage (default: the config's)
     restart: bool = False  # fresh optimizer and a new warmup + cosine over the stages from here
-    #: weight of an auxiliary next-token loss on the prompt (the document); 0 = target only
+    #: weight of an auxiliary next-token loss on the prompt (the document); 0 (default) = the
+    #: target tokens only
     prompt_loss_weight: float = 0.0
-    #: "tasks": the suite's generators; "copy": synthetic repeated spans and key-value lookups
-    #: with a next-token loss over the whole sequence (a warm-up that forms copying heads)
+    #: "tasks" (default): examples from the suite's generators; "copy": synthetic repeated spans
+    #: and key-value lookups (``dac.train.data.copy_ids``) trained by a next-token loss over the
+    #: whole sequence (needs ``prompt_loss_weight > 0``)
     kind: str = "tasks"
-    #: share of a "tasks" stage's examples drawn from the copy generator instead (rehearsal)
+    #: share of a "tasks" stage's examples drawn from the copy generator instead (rehearsal;
+    #: default 0)
     copy_fraction: float = 0.0
-    #: the copy formats drawn (some of ``COPY_FORMATS``); default all of them
+    #: the copy formats drawn (names from ``ALL_COPY_FORMATS``); default ``COPY_FORMATS``
     copy_formats: list[str] | None = None
     #: end the stage at the first log whose repeat probe at the stage's own copy distance (a
     #: random span of ``(length - 1) // 2`` tokens, then its repetition) costs under this many
-    #: nats a token on the repetition: copying formed at this distance, move to the next
+    #: nats a token on the repetition; default None: run the whole step budget
     until_copy_loss: float | None = None
-    #: weight of the directive's tokens in the target loss (the answer's tokens weigh 1): the
-    #: directive is one token of many, yet under DAC a wrong section loses the whole answer
+    #: weight of the directive's tokens in the target loss (the answer's tokens weigh 1);
+    #: default 1.0
     directive_loss_weight: float = 1.0
-    #: peak learning rate of the schedule that starts here (a ``restart`` stage); default ``lr``
+    #: peak learning rate of the schedule that starts here (a ``restart`` stage); default: the
+    #: config's ``lr``
     lr: float | None = None
     #: ``[lo, hi]``: each task example cuts its context into ``lo..hi`` sections (uniform)
-    #: instead of the suite's one per 512 tokens. Each ``[[focus Sk]]`` is its own token, and
-    #: with the suite's sections the short stages only ever target S1-S4: S13-S16 were under 1%
-    #: of the targets in the seventh run, which never declared them at 8K
+    #: instead of the suite's one per 512 tokens, so every ``[[focus Sk]]`` token up to ``hi``
+    #: is a target at every length; default None: the suite's own count
     sections: list[int] | None = None
     #: share of the task examples cut by ``sections``; the rest keep the suite's own count
-    #: (trained only on varied counts, the eighth run lost the 4-section layout of 2K contexts)
+    #: (default 1.0: all of them)
     sections_fraction: float = 1.0
     #: with the config's ``answer_leads``, this stage's targets write the lead *before* the
-    #: directive (``Sample.lead_first_target``: ``lead [[focus Sk]] value``), so the
-    #: question's key is written out right before the section is chosen (a keyed needle's
-    #: section then follows from copy-and-match); the lead is decoded under global attention
+    #: directive (``targets.lead_first_target``: ``lead [[focus Sk]] value``), so the
+    #: question's key is written out right before the section is chosen; the lead is decoded
+    #: under global attention (default False: the directive first)
     lead_first: bool = False
     #: with ``lead_first``, a ``local`` declaration written before the lead (``"[[local]]"``,
-    #: ``"[[local 256]]"``) and ``[[global]]`` after it (``Sample.lead_in_target``:
+    #: ``"[[local 256]]"``) and ``[[global]]`` after it (``targets.lead_in_target``:
     #: ``[[local]] lead [[global]][[focus Sk]] value``): the lead is decoded reading the
     #: recent window and the question only, and only the step that chooses the section reads
-    #: everything ("" = the lead under global)
+    #: everything (default "": the lead under global)
     lead_directive: str = ""
-    #: multi-region answers are written one step at a time (``Sample.hop_target``: ``[[focus
+    #: multi-region answers are written one step at a time (``targets.hop_target``: ``[[focus
     #: S2]] v1, [[global]][[focus S4]] v2``; a chain's keys written out before its value),
-    #: each step under a focus on its own section, each focus's tokens weighted as a
-    #: directive: ideal answers read 22-25% / 14-17% of the KV at 4K / 8K this way, 41-69% /
-    #: 36-45% with one focus over all the answer's sections (docs/training.md, "Tenth run")
+    #: each step trained under a focus on its own section and each focus's tokens weighted as
+    #: a directive; other samples keep their target (default False: one focus over all the
+    #: answer's sections)
     per_hop: bool = False
     #: with ``per_hop``, a stepwise answer whose last step is the latest of several matching
     #: sentences (world_state: the holder's last move) finds it by a backward scan, one
-    #: section a step, ``none`` where it is not (``Sample.stepwise_target(scan=True)``:
-    #: ``[[focus S3]] Mary, [[global]][[focus S8]] none, [[focus S7]] the kitchen``)
+    #: section a step, ``none`` where it is not (``targets.stepwise_target(scan=True)``:
+    #: ``[[focus S3]] Mary, [[global]][[focus S8]] none, [[focus S7]] the kitchen``);
+    #: default False
     scan: bool = False
     #: with ``per_hop`` and ``lead_directive``, ``"first"`` or ``"all"``: the stepwise answer
     #: writes its first hop's (or every hop's) key before the step that chooses the section
-    #: (``Sample.stepwise_target(keys=...)``: ``[[local]] the apple [[global]][[focus S3]]
+    #: (``targets.stepwise_target(keys=...)``: ``[[local]] the apple [[global]][[focus S3]]
     #: Mary, Mary went to [[global]][[focus S6]] the kitchen``), so that choice is a match on
-    #: words just written, as the retrieval lead makes it
+    #: words just written; default "": no keys
     hop_keys: str = ""
     #: deepen the model to this many layers as the stage starts (``dac.train.grow``: copies of
     #: trained layers with zeroed output projections, so the logits are unchanged and the new
     #: blocks train from there); needs ``restart`` (the optimizer is built anew for the new
-    #: parameters). A no-op when the model already has that many layers
+    #: parameters). A no-op when the model already has that many layers; default None
     grow_layers: int | None = None
     #: draw the samples of stage ``seeds_from`` (an earlier stage of the config) instead of
     #: this stage's own: a second pass over that stage's data, say under another loss weight.
-    #: Seeds are fixed by the plan, so the pass is reproducible from the config alone
+    #: Seeds are fixed by the plan, so the pass is reproducible from the config alone; default
+    #: None: the stage's own samples
     seeds_from: int | None = None
 
     @property
@@ -127,31 +132,32 @@ class TokenizerSpec:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    name: str = "dac-tiny"
-    seed: int = 0
-    #: training samples use seeds ``seed_base + i``: far from the suite's evaluation seeds
+    name: str = "dac-tiny"  # the model's name; ``dac train`` writes to runs/<name> by default
+    seed: int = 0  # model initialisation seed
+    #: training samples use seeds ``seed_base + i``, far from the suite's evaluation seeds
+    #: (0, 1, ...); default 1e9
     seed_base: int = 1_000_000_000
     tasks: dict[str, float] = field(default_factory=dict)  # task -> weight; {} = every task
-    stages: tuple[Stage, ...] = ()
-    model: ModelShape = ModelShape()
-    tokenizer: TokenizerSpec = TokenizerSpec()
-    plan: PlanConfig = PlanConfig()
-    dense_answer_fraction: float = 0.25  # answers also trained under full attention
-    #: train on ``Sample.led_target``: the answer restates the evidence's words before the value
-    #: (RULER's answer prefix), which makes retrieving it a copy that induction heads do
+    stages: tuple[Stage, ...] = ()  # the curriculum, run in order
+    model: ModelShape = ModelShape()  # the Llama model's shape
+    tokenizer: TokenizerSpec = TokenizerSpec()  # the BPE tokenizer and its protocol tokens
+    plan: PlanConfig = PlanConfig()  # the planner answers are trained under; inference uses it
+    dense_answer_fraction: float = 0.25  # share of examples trained with full-attention answers
+    #: train on ``targets.led_target``: the answer restates the evidence's words before the
+    #: value (RULER's answer prefix), so writing the value is a copy (default False)
     answer_leads: bool = False
-    #: prompts repeat the question before the document (``build_prompt(question_first=True)``),
-    #: so a needle's key can be matched against the question while the document is read;
+    #: prompts repeat the question before the document (``build_prompt(question_first=True)``);
     #: recorded in ``dac_config.json`` (``"prompt"``) for inference to build the same prompt
+    #: (default False)
     question_first: bool = False
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup: int = 200
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    max_new_tokens: int = 64
-    workers: int = 8
-    log_every: int = 50
+    lr: float = 1e-3  # peak AdamW learning rate (a ``restart`` stage may set its own)
+    min_lr: float = 1e-4  # where each cosine decay ends
+    warmup: int = 200  # warmup steps at the start of each schedule
+    weight_decay: float = 0.05  # AdamW weight decay
+    grad_clip: float = 1.0  # gradient norm clip
+    max_new_tokens: int = 64  # generation limit recorded for inference
+    workers: int = 8  # data worker processes running the generators
+    log_every: int = 50  # steps between log lines in train_log.jsonl
 
     @property
     def total_steps(self) -> int:

@@ -149,15 +149,15 @@ def copy_ids(tokenizer: Any, length: int, seed: int,
     followed by lookups of random keys. ``lookup`` (only when named) is a table cut into
     2-``LOOKUP_SECTIONS`` marked sections (``[S1]`` ... as in prompts), then lines ``key ->
     [[focus Sk]] value``: naming the section that holds a key is the directive's job on the
-    keyed retrieval tasks, here with a target on every line (docs/training.md, "Eighth run").
+    keyed retrieval tasks, here with a target on every line (research/training-log.md, "Eighth run").
     Random spans draw every ordinary token (bytes, digits and BPE merges; not the special
     tokens nor the newline, which only the tables use), a fifth of their items being numbers
     of 3-8 digits: copying must cover what the tasks copy, and a model whose copy data left out
-    the digits copied words but not numbers (docs/training.md, "Seventh run"). Only repeated spans
+    the digits copied words but not numbers (research/training-log.md, "Seventh run"). Only repeated spans
     and looked-up values are predictable, and only by copying from earlier in the context: a
     next-token loss over these sequences is what forms induction (copying) heads. The copies
     lie at most ``length`` tokens back, so short copy stages put them close: induction forms
-    there in far fewer steps (docs/training.md, "Sixth run").
+    there in far fewer steps (research/training-log.md, "Sixth run").
     """
     rng = random.Random(seed * 0x9E3779B1 % (1 << 61))
     specials = [i for i in tokenizer.all_special_ids if i < tokenizer.vocab_size // 2]
