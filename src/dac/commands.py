@@ -42,10 +42,49 @@ def plan_config(args: argparse.Namespace, base: PlanConfig) -> PlanConfig:
     return replace(base, **given)
 
 
+def add_protocol_arg(p: argparse.ArgumentParser) -> None:
+    """``--protocol``, shared by every command that builds prompts."""
+    p.add_argument("--protocol", choices=("da", "brackets", "vanilla"), default=None,
+                   help="how the context is delivered and directives written: da (the "
+                   "paper's tags over magic chunks), brackets ([[focus S3]] over numbered "
+                   "sections) or vanilla (inline, no directives); default: the model's "
+                   "dac_config.json, else da")
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """Sampling options; unset ones take the model's generation config (greedy otherwise)."""
+    g = p.add_argument_group("sampling (default: the model's generation_config.json, else greedy)")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding, whatever the model says")
+    g.add_argument("--temperature", type=float, help="sample at this temperature (0: greedy)")
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--presence-penalty", type=float)
+    g.add_argument("--seed", type=int, help="seed a sampled run (repeatable)")
+
+
+def sampling_of(args: argparse.Namespace, base: dict[str, Any]) -> Any:
+    """The :class:`~dac.runtime.Sampling` of a command: ``base`` (the model's) with the
+    options given on the command line."""
+    from .runtime import Sampling
+
+    if getattr(args, "greedy", False):
+        return Sampling()
+    given = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k",
+                                           "presence_penalty", "seed")
+             if getattr(args, k, None) is not None}
+    if not given:
+        return Sampling.of(base)
+    merged = {k: v for k, v in base.items() if k != "do_sample"} | given
+    if given.get("temperature") == 0:
+        return Sampling()
+    return Sampling.of({**merged, "do_sample": True})
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("generate", help="answer a question about a document under a policy",
                        description="Answer a question about a long document; print the answer, "
-                       "the directive timeline and the fraction of KV read.")
+                       "the directive timeline, the KV read against full attention, and the "
+                       "response's stats (attended tokens, decode steps, modes, focus).")
     p.add_argument("--model", required=True, help="local transformers model directory")
     p.add_argument("--context", required=True, help="text file with the document")
     p.add_argument("--question", required=True)
@@ -53,18 +92,24 @@ def add_parser(sub: Any) -> None:
                    help="full, dac, streaming, quest or oracle; options as quest:budget=0.2")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--section-chars", type=int, default=1200,
-                   help="target section size when splitting the document")
+                   help="brackets: target section size in characters")
+    p.add_argument("--chunk-tokens", type=int, default=2048,
+                   help="da: target magic-chunk size in tokens (cap: 1.25x)")
+    p.add_argument("--thinking", action="store_true",
+                   help="da / vanilla: leave the chat template's thinking mode on")
     p.add_argument("--device", default=None, help="e.g. cpu or cuda")
     p.add_argument("--json", action="store_true", help="print one JSON object (stable schema)")
+    add_protocol_arg(p)
     add_bound_arg(p)
     add_plan_args(p)
+    add_sampling_args(p)
     p.set_defaults(handler=run_generate)
 
 
 def run_generate(args: argparse.Namespace) -> int:
     from .engines.hf import generate
     from .models import load, load_defaults
-    from .protocol.context import build_prompt, split_sections
+    from .protocol.base import get_protocol
 
     if not args.question.strip():
         raise ValueError("the question is empty")
@@ -72,7 +117,10 @@ def run_generate(args: argparse.Namespace) -> int:
         raise ValueError("--max-new-tokens must be at least 1")
     if args.section_chars < 16:
         raise ValueError("--section-chars must be at least 16")
+    if args.chunk_tokens < 16:
+        raise ValueError("--chunk-tokens must be at least 16")
     policy = get_policy(args.policy)
+    sampling_of(args, {})  # validate before loading anything
     plan_config(args, PlanConfig())  # validate the options before loading anything
     path = Path(args.context)
     if not path.is_file():
@@ -81,18 +129,29 @@ def run_generate(args: argparse.Namespace) -> int:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"context file is not UTF-8 text: {args.context}") from None
-    sections = split_sections(text, args.section_chars)
-    if not sections:
+    defaults = load_defaults(args.model) if Path(args.model).is_dir() else None
+    name = args.protocol or (defaults.protocol if defaults else "da")
+    if name == "brackets" and not text.strip():
         raise ValueError(f"context file is empty: {args.context}")
     model, tok = load(args.model, device=args.device)
-    defaults = load_defaults(args.model)
+    assert defaults is not None  # load() checked the directory
     cfg = plan_config(args, defaults.plan)
-    layout = build_prompt(tok, sections, args.question, **defaults.prompt)
+    protocol = get_protocol(name)
+    if name == "brackets":
+        opts: dict[str, Any] = dict(defaults.prompt, max_chars=args.section_chars)
+    else:
+        opts = {"thinking": args.thinking}
+        if name == "da":
+            opts.update(target=args.chunk_tokens, cap=args.chunk_tokens * 5 // 4)
+    layout = protocol.build_prompt(tok, text, args.question, **opts)
+    sampling = sampling_of(args, defaults.sampling)
     result = generate(model, tok, [layout], policy=policy, config=cfg,
-                      max_new_tokens=args.max_new_tokens, bound_sections=args.bound_sections)[0]
+                      max_new_tokens=args.max_new_tokens, bound_sections=args.bound_sections,
+                      sampling=sampling)[0]
     payload = result.to_dict()
-    payload.update({"policy": policy.name, "model": str(args.model),
-                    "sections": layout.num_sections, "block_size": cfg.block_size})
+    payload.update({"policy": policy.spec(), "model": str(args.model),
+                    "sections": layout.num_sections, "block_size": cfg.block_size,
+                    "delivery": layout.delivery or None, "sampling": sampling.to_dict()})
     if args.json:
         json.dump(payload, sys.stdout)
         sys.stdout.write("\n")
@@ -124,3 +183,9 @@ def print_result(payload: dict[str, Any]) -> None:
               f"steps = [bold]{kv['fraction']:.1%}[/bold] of full attention "
               f"(policy {payload['policy']}, {payload['sections']} sections, "
               f"{payload['prompt_tokens']} prompt tokens)")
+    st = payload.get("stats")
+    if st:
+        modes = ", ".join(f"{k} {v}" for k, v in st["mode_steps"].items() if v)
+        con.print(f"decode steps by mode: {modes or '-'}; focus {st['focus_success']} of "
+                  f"{st['focus_attempts']} resolved; "
+                  f"{'ended' if st['terminated'] else 'cut at the token budget'}")

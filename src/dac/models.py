@@ -134,6 +134,9 @@ class ModelDefaults:
     prompt: dict[str, Any]  # :func:`dac.protocol.build_prompt` options it was trained with
     #: ``do_sample`` (False: greedy) and, when sampling, temperature / top_p / top_k
     sampling: dict[str, Any] = field(default_factory=lambda: {"do_sample": False})
+    #: the attention protocol it follows (:mod:`dac.protocol.base`): ``da`` unless its
+    #: ``dac_config.json`` names another
+    protocol: str = "da"
 
 
 def _sampling(path: Path, data: dict[str, Any]) -> dict[str, Any]:
@@ -173,7 +176,18 @@ def load_defaults(path: str | os.PathLike) -> ModelDefaults:
         prompt = {}
     return ModelDefaults(PlanConfig(**{k: v for k, v in plan.items() if k in names}),
                          {k: True for k in PROMPT_OPTIONS if prompt.get(k) is True},
-                         _sampling(Path(path), data))
+                         _sampling(Path(path), data), protocol_name(data.get("protocol")))
+
+
+#: ``dac_config.json`` "protocol" values of the brackets dialect (its versioned name)
+BRACKETS_NAMES = ("brackets", "dac-protocol/1")
+
+
+def protocol_name(value: Any) -> str:
+    """The protocol a ``dac_config.json`` names (``da`` when it names none)."""
+    if value in BRACKETS_NAMES:
+        return "brackets"
+    return value if isinstance(value, str) and value else "da"
 
 
 def model_defaults(model: Any) -> ModelDefaults:

@@ -39,6 +39,11 @@ class PromptLayout:
     text: str = ""
     offsets: list[tuple[int, int]] = field(default_factory=list, repr=False)
     section_chars: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    #: the protocol that built the prompt, which picks the parser (``dac.protocol.get_protocol``)
+    protocol: str = "brackets"
+    #: how the context reached the model: ``"tools"`` (simulated tool results), ``"inline"``
+    #: (in one user turn or plain text), ``""`` (the protocol has a single way)
+    delivery: str = ""
 
     @property
     def prompt_len(self) -> int:

@@ -75,7 +75,7 @@ class BatchRuntime:
         lengths = [n + 1 for n in self.lengths]
         keys = [(s.parser.current, n, s.generated - (1 if s.stopped else 0))
                 for s, n in zip(self.seqs, lengths)]
-        plans = [self.policy.plan(s.state(n, k[2]), self.config)
+        plans = [self.policy.plan(s.state(n, k[2]), s.config(self.config))
                  for s, n, k in zip(self.seqs, lengths, keys)]
         self._ahead = (keys, plans)
         return plans, lengths

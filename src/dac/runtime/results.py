@@ -37,6 +37,7 @@ class StepRecord:
     length: int  # KV tokens in the sequence (logical)
     read: float  # KV tokens read, averaged over layers and KV heads
     recall: float | None = None  # share of evidence tokens read (when evidence is given)
+    mode: str = "global"  # the mode in force at this step (global, focus, local)
 
 
 class KVReads:
@@ -77,6 +78,27 @@ class GenerationResult(KVReads):
     #: per-head policies (Quest, the oracle): per step, the share of (layer, KV head) pairs
     #: that read each block ({block: share}; blocks no head read are left out)
     block_share: list[dict[int, float]] = field(repr=False, default_factory=list)
+    #: the sequence ended (EOS) within its token budget
+    terminated: bool = False
+    protocol: str = "brackets"  # the protocol whose prompt and parser produced it
+
+    def stats(self) -> dict[str, Any]:
+        """Per-response accounting, as the paper reports it: attended tokens (KV positions read
+        over all decode steps), decode steps, the per-step ratio against full attention,
+        decode steps per mode, focus attempts and successes (a focus that resolved to at
+        least one existing chunk or section), and whether the response ended in budget."""
+        modes = {"global": 0, "focus": 0, "local": 0}
+        for s in self.steps:
+            modes[s.mode] = modes.get(s.mode, 0) + 1
+        attempts = [e for e in self.events
+                    if e.text.lstrip()[:8].lower().startswith(("[[focus", "<focus"))]
+        return {"attended_tokens": round(self.kv_read, 3), "full_tokens": self.kv_full,
+                "decode_steps": len(self.steps), "per_step_ratio": round(self.fraction, 6),
+                "mode_steps": modes,
+                "focus_attempts": len(attempts),
+                "focus_success": sum(e.applied is not None and e.applied.mode.value == "focus"
+                                     for e in attempts),
+                "terminated": self.terminated}
 
     def timeline(self) -> list[dict[str, Any]]:
         out = []
@@ -102,4 +124,6 @@ class GenerationResult(KVReads):
             "timeline": self.timeline(),
             "kv": {"read": round(self.kv_read, 3), "full": self.kv_full,
                    "fraction": round(self.fraction, 6), "decode_steps": len(self.steps)},
+            "protocol": self.protocol,
+            "stats": self.stats(),
         } | ({"policy_report": self.policy_report} if self.policy_report else {})

@@ -13,10 +13,10 @@ from typing import Any
 
 from ..planning.blocks import PlanConfig, coverage, tokens_in_blocks
 from ..planning.policies import Policy, SequenceState
+from ..protocol.base import get_protocol
 from ..protocol.context import PromptLayout, Span
 from ..protocol.detok import IncrementalDetokenizer
 from ..protocol.grammar import ProtocolEvent
-from ..protocol.parser import StreamingParser, strip_directives
 from .results import GenerationResult, KVReads, StepRecord
 
 
@@ -31,8 +31,12 @@ class SequenceRuntime(KVReads):
         self.evidence = list(evidence)
         self.row = row
         self.record_blocks = record_blocks
-        self.parser = StreamingParser(layout.num_sections)
+        #: the protocol that built the prompt: its parser reads the generated text, its
+        #: scaffold shapes the plan, its convention says what the answer is
+        self.protocol = get_protocol(layout.protocol)
+        self.parser = self.protocol.parser(layout)
         self.detok = IncrementalDetokenizer(tokenizer)
+        self._configs: dict[PlanConfig, PlanConfig] = {}
         self.fed = 0  # generated tokens consumed (EOS and anything after it included)
         self.stopped = False  # an EOS was seen: nothing more is parsed or recorded
         self.steps: list[StepRecord] = []
@@ -74,8 +78,15 @@ class SequenceRuntime(KVReads):
         step = len(self.detok.ids) - 1 if step is None else step
         return SequenceState(self.layout, self.parser.current, length, step, self.row)
 
+    def config(self, config: PlanConfig) -> PlanConfig:
+        """``config`` under this sequence's protocol (e.g. the DA scaffold)."""
+        out = self._configs.get(config)
+        if out is None:
+            out = self._configs[config] = self.protocol.plan_config(config)
+        return out
+
     def plan(self, policy: Policy, config: PlanConfig, length: int) -> list[int]:
-        return policy.plan(self.state(length), config)
+        return policy.plan(self.state(length), self.config(config))
 
     def record(self, length: int, read: float, recall: float | None = None,
                blocks: list[int] | None = None,
@@ -84,7 +95,8 @@ class SequenceRuntime(KVReads):
         layer and head read, or for a per-head selection the share that read each block."""
         if self.stopped:
             return
-        self.steps.append(StepRecord(len(self.detok.ids) - 1, length, float(read), recall))
+        self.steps.append(StepRecord(len(self.detok.ids) - 1, length, float(read), recall,
+                                     self.parser.current.mode.value))
         if blocks is not None and self.record_blocks:
             self.blocks.append(blocks)
         if share is not None and self.record_blocks:
@@ -113,7 +125,8 @@ class SequenceRuntime(KVReads):
                logprobs: list[float] | None = None) -> GenerationResult:
         """The :class:`GenerationResult` of a finished sequence."""
         return GenerationResult(
-            text=self.text, answer=strip_directives(self.text), events=list(self.events),
+            text=self.text, answer=self.protocol.answer(self.text), events=list(self.events),
             steps=list(self.steps), blocks=list(self.blocks), prompt_tokens=self.layout.prompt_len,
             generated_ids=list(self.detok.ids), policy_report=policy_report or {},
-            token_ids=token_ids, logprobs=logprobs, block_share=list(self.block_share))
+            token_ids=token_ids, logprobs=logprobs, block_share=list(self.block_share),
+            terminated=self.stopped, protocol=self.protocol.name)

@@ -11,7 +11,8 @@ them, so every option is a flat key (no nested objects)::
      "dac_sections": [s1, e1, s2, e2, ...],   # token spans of sections 1..N (half-open)
      "dac_preamble": [s, e],                  # optional; default [0, start of section 1]
      "dac_protected": [s, e, ...],           # optional; default [end of last section, prompt end]
-     "dac_bound_sections": 1}                # section-bounded decoding (default on)
+     "dac_bound_sections": 1,                # section-bounded decoding (default on)
+     "dac_protocol": "brackets"}             # the prompt's protocol: brackets | da | vanilla
 
 Spans are token offsets in the request's prompt token ids. Without ``dac_sections`` the layout
 is rebuilt from the ``[S1]``, ``[S2]``... markers of the prompt (see :mod:`.layout`).
@@ -29,13 +30,14 @@ from typing import Any
 
 from ...planning import Capability, Policy, UnsupportedPolicyError, check_policy, get_policy
 from ...planning.blocks import PlanConfig
+from ...protocol.base import PROTOCOLS
 from ...protocol.context import PromptLayout, Span
 from .errors import DACOptionError
 from .layout import layout_from_markers
 
 KEYS = ("dac", "dac_policy", "dac_block_size", "dac_sink_tokens", "dac_window",
         "dac_local_window", "dac_keep_preamble", "dac_sections", "dac_preamble",
-        "dac_protected", "dac_bound_sections")
+        "dac_protected", "dac_bound_sections", "dac_protocol")
 _INT_KEYS = {"dac_block_size": "block_size", "dac_sink_tokens": "sink_tokens",
              "dac_window": "window", "dac_local_window": "local_window"}
 
@@ -59,6 +61,7 @@ class DACOptions:
     protected: list[Span] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     bound_sections: bool = True  # section-bounded decoding (front end; see the module doc)
+    protocol: str = "brackets"  # which parser reads the generated text (dac.protocol.base)
 
     def layout(self, prompt_ids: list[int], tokenizer: Any = None) -> PromptLayout:
         """The request's :class:`PromptLayout` (explicit spans, or rebuilt from markers)."""
@@ -67,6 +70,10 @@ class DACOptions:
             if tokenizer is None:
                 raise DACOptionError("dac_sections not given and no tokenizer to find the "
                                      "[S1], [S2]... markers of the prompt")
+            if self.protocol != "brackets":
+                raise DACOptionError(f"a {self.protocol} prompt needs dac_sections (the token "
+                                     "spans of its chunks); only brackets markers are found "
+                                     "in the text")
             return layout_from_markers(tokenizer, prompt_ids)
         for s in [*self.sections, *(self.protected or []), *([self.preamble] if self.preamble else [])]:
             if s.end > n:
@@ -79,7 +86,7 @@ class DACOptions:
             protected = list(self.protected)
         else:
             protected = [Span(secs[-1].end, n)] if secs else []
-        return PromptLayout(list(prompt_ids), secs, preamble, protected)
+        return PromptLayout(list(prompt_ids), secs, preamble, protected, protocol=self.protocol)
 
 
 def is_dac_request(extra_args: dict[str, Any] | None) -> bool:
@@ -182,7 +189,12 @@ def parse_options(extra_args: dict[str, Any] | None, *, kernel_block_size: int |
         raise DACOptionError("dac_preamble / dac_protected need dac_sections")
     bound = _truthy(extra_args["dac_bound_sections"], "dac_bound_sections") \
         if "dac_bound_sections" in extra_args else True
-    return DACOptions(policy, cfg, sections, preamble, protected, dict(extra_args), bound)
+    protocol = extra_args.get("dac_protocol", "brackets")
+    if protocol not in PROTOCOLS:
+        raise DACOptionError(f"dac_protocol must be one of {', '.join(sorted(PROTOCOLS))}, "
+                             f"got {protocol!r}")
+    return DACOptions(policy, cfg, sections, preamble, protected, dict(extra_args), bound,
+                      protocol)
 
 
 def bounded_allowed_ids(banned: frozenset[int], vocab_size: int,
@@ -215,4 +227,5 @@ def to_extra_args(layout: PromptLayout, config: PlanConfig, policy: str | Policy
         "dac_local_window": config.local_window, "dac_keep_preamble": int(config.keep_preamble),
         "dac_sections": flat(layout.sections), "dac_preamble": flat([layout.preamble]),
         "dac_protected": flat(layout.protected), "dac_bound_sections": int(bound_sections),
+        "dac_protocol": layout.protocol,
     }
