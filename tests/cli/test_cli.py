@@ -11,7 +11,8 @@ def model_dir(tmp_path_factory, tokenizer):
     d = tmp_path_factory.mktemp("model")
     tiny_model("llama", vocab_size=len(tokenizer), max_positions=2048).save_pretrained(d)
     tokenizer.save_pretrained(d)
-    (d / "dac_config.json").write_text(json.dumps({"plan": {"block_size": 32, "window": 64}}))
+    (d / "dac_config.json").write_text(json.dumps({"protocol": "brackets",
+                                                   "plan": {"block_size": 32, "window": 64}}))
     return d
 
 
