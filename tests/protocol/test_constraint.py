@@ -99,3 +99,17 @@ def test_only_policies_that_read_directives_are_bounded():
     assert get_policy("quest+safety").reads_directives  # the net watches the directive
     for name in ("full", "streaming", "quest", "oracle"):
         assert not get_policy(name).reads_directives, name
+
+
+def test_only_brackets_prompts_are_bounded(protocol_tokenizer):
+    """A da prompt writes its chunk numbers as ordinary text: nothing to ban, even with a
+    tokenizer that has bracket directive tokens."""
+    from dac.protocol.base import get_protocol
+
+    tok = protocol_tokenizer
+    secs = [f"the river {i} runs past the mill" for i in range(4)]
+    brackets = get_protocol("brackets").build_prompt(tok, secs, "Which?")
+    da = get_protocol("da").build_prompt(tok, secs, "Which?")
+    bans = section_bans(tok, [brackets, da])
+    assert bans is not None and bans[0] and not bans[1]
+    assert section_bans(tok, [da]) is None

@@ -95,10 +95,14 @@ def banned_token_ids(tokenizer: Any, num_sections: int) -> frozenset[int]:
 def section_bans(tokenizer: Any, layouts: Sequence[PromptLayout], *, enabled: bool = True
                  ) -> list[frozenset[int]] | None:
     """Banned ids per prompt, or ``None`` when nothing is banned in any of them (the bound is
-    off, or the tokenizer has no directive-piece tokens): engines then skip the work."""
+    off, or the tokenizer has no directive-piece tokens): engines then skip the work. Only
+    the brackets dialect has section tokens to ban; a ``da`` prompt's tags are ordinary text,
+    so its out-of-range chunks are left to the parser's fallback."""
     if not enabled:
         return None
-    bans = [banned_token_ids(tokenizer, lay.num_sections) for lay in layouts]
+    bans = [banned_token_ids(tokenizer, lay.num_sections)
+            if getattr(lay, "protocol", "brackets") == "brackets" else frozenset()
+            for lay in layouts]
     return bans if any(bans) else None
 
 
