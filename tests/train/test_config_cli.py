@@ -254,3 +254,15 @@ def test_every_recipe_in_the_repo_loads(name):
     """Each recorded or planned recipe validates, so a documented command can run as written."""
     cfg = TrainConfig.load(ROOT / name)
     assert cfg.stages and cfg.model.head_dim == 64
+
+
+def test_progress_lines_say_the_total_and_the_time_left(capsys):
+    from dac.train.commands import progress_line
+    from dac.train.loop import stage_eta
+
+    assert stage_eta(10, 100, 20.0, None) == 180.0  # 90 steps at 2 s each
+    assert stage_eta(10, 100, 20.0, 50.0) == 30.0  # the time budget ends it first
+    progress_line({"event": "step", "stage": 3, "stages": [2, 6], "length": 4096, "step": 10,
+                   "of": 100, "loss": 2.5, "tok_per_s": 900, "elapsed_s": 75, "eta_s": 180})
+    out = capsys.readouterr().out
+    assert "stage 2/4 (4096 tokens)" in out and "step 10/100" in out and "ETA 3m00s" in out

@@ -24,10 +24,36 @@ def add_parser(sub: Any) -> None:
                    help="only train the tokenizer and save it to --out")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--workers", type=int, default=None, help="data worker processes")
-    p.add_argument("--quiet", action="store_true", help="do not print the log lines")
+    p.add_argument("--quiet", action="store_true", help="do not print progress")
+    p.add_argument("--log-json", action="store_true",
+                   help="print the raw log records (train_log.jsonl's lines) instead of progress")
     p.add_argument("--save-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="dtype of the saved weights (bfloat16: half the size, as shipped)")
     p.set_defaults(handler=run_train)
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def progress_line(rec: dict[str, Any]) -> None:
+    """One readable line per log record: the stage, its steps of the total, the loss and the
+    time the stage has left (the full record is in train_log.jsonl)."""
+    ev = rec.get("event")
+    if ev == "step":
+        lo, hi = rec.get("stages", [rec["stage"], rec["stage"] + 1])
+        print(f"stage {rec['stage'] - lo + 1}/{hi - lo} ({rec['length']} tokens)  step "
+              f"{rec['step']}/{rec['of']}  loss {rec['loss']:.3f}  {rec['tok_per_s']} tok/s  "
+              f"elapsed {_duration(rec['elapsed_s'])}  stage ETA {_duration(rec['eta_s'])}",
+              flush=True)
+    elif ev == "start":
+        print(f"training {rec['params'] / 1e6:.1f}M parameters on {rec['device']}", flush=True)
+    elif ev == "stage_done":
+        print(f"stage {rec['stage']} done: {rec['steps']} steps in {_duration(rec['seconds'])}",
+              flush=True)
+    elif ev == "grow":
+        print(f"grew the model to {rec['layers'][1]} layers", flush=True)
 
 
 def _stages(spec: str | None, n: int) -> tuple[int, int] | None:
@@ -65,7 +91,12 @@ def run_train(args: argparse.Namespace) -> int:
         tok.save_pretrained(out)
         print(f"tokenizer ({len(tok)} tokens) saved to {out}")
         return 0
-    log = None if args.quiet else (lambda rec: print(json.dumps(rec), flush=True))
+    if args.quiet:
+        log = None
+    elif args.log_json:
+        log = lambda rec: print(json.dumps(rec), flush=True)  # noqa: E731
+    else:
+        log = progress_line
     train(cfg, out, init=args.init, stages=_stages(args.stages, len(cfg.stages)),
           device=args.device, workers=args.workers, tokenizer=args.tokenizer, log=log,
           save_dtype=getattr(torch, args.save_dtype))

@@ -212,6 +212,15 @@ def probe_repeat(model: Any, tok: Any, device: torch.device, block_size: int,
                            pool=digit_ids(tok) if digits else None)
 
 
+def stage_eta(done: int, total: int, elapsed: float, budget: float | None) -> float:
+    """Seconds the stage has left: its remaining steps at the pace so far, or what is left of
+    its time budget when that ends it first."""
+    left = (total - done) * elapsed / max(1, done)
+    if budget:
+        left = min(left, max(0.0, budget - elapsed))
+    return round(left, 1)
+
+
 def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
           stages: tuple[int, int] | None = None, device: str | None = None,
           sample_fn: SampleFn | None = None, workers: int | None = None,
@@ -328,7 +337,9 @@ def train(cfg: TrainConfig, out: str | Path, *, init: str | Path | None = None,
             dropped += batch.dropped
             tokens += int((batch.ids != tok.pad_token_id).sum())
             if (k + 1) % cfg.log_every == 0 or k + 1 == stage.steps:
-                rec = {"event": "step", "stage": si, "length": stage.length, "step": k + 1,
+                rec = {"event": "step", "stage": si, "stages": [lo, hi],
+                       "length": stage.length, "step": k + 1, "of": stage.steps,
+                       "eta_s": stage_eta(k + 1, stage.steps, time.time() - ts, stage.seconds),
                        "loss": round(loss.item(), 4), "lr": round(lr, 6),
                        "tok_per_s": round(tokens / max(1e-9, time.time() - ts)),
                        "elapsed_s": round(time.time() - t0, 1), "dropped": dropped,
