@@ -41,7 +41,7 @@ def setup(request):
     return model, tok, lay
 
 
-def modes(tok, ids: list[int]) -> list[str]:
+def modes(tok, ids: list[int]) -> list[str]:  # noqa: D401
     """The mode in force at the step that processes each generated token (paper's rules)."""
     out = []
     for t in range(len(ids)):
@@ -54,7 +54,8 @@ def modes(tok, ids: list[int]) -> list[str]:
     return out
 
 
-def expected(lay, mode: str, length: int) -> list[int]:
+def expected(lay, mode: str, length: int, bs: int = BS) -> list[int]:
+    BS = bs  # noqa: N806 - the rule at any block size
     nb = -(-length // BS)
     if mode == "global":
         return list(range(nb))
@@ -67,13 +68,13 @@ def expected(lay, mode: str, length: int) -> list[int]:
     return sorted(keep)
 
 
-def check(res, lay, tok, ids):
+def check(res, lay, tok, ids, bs=BS):
     want_modes = modes(tok, ids)
     assert {"focus", "local", "global"} <= set(want_modes)
     assert len(res.steps) == len(ids) - 1
     for i, (st, kept) in enumerate(zip(res.steps, res.blocks)):
         assert st.step == i and st.mode == want_modes[i]
-        assert kept == expected(lay, want_modes[i], st.length), (i, want_modes[i])
+        assert kept == expected(lay, want_modes[i], st.length, bs), (i, want_modes[i])
     kinds = [(e.kind, e.applied.mode.value) for e in res.events]
     assert kinds == [("directive", "focus"), ("directive", "global"), ("directive", "local"),
                      ("directive", "global")]

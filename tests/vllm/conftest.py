@@ -37,7 +37,7 @@ def engine(model_dir):
     from dac.engines.vllm.engine import VLLMEngine
     from dac.engines.vllm.forcing import ForcedTokensLogitsProcessor
 
-    eng = VLLMEngine(str(model_dir), block_size=BLOCK, dtype="float32", max_model_len=2048,
+    eng = VLLMEngine(str(model_dir), block_size=BLOCK, dtype="float32", max_model_len=4096,
                      max_num_batched_tokens=MAX_BATCHED, max_num_seqs=8, seed=0,
                      logits_processors=[ForcedTokensLogitsProcessor])
     yield eng
