@@ -58,6 +58,7 @@ def main() -> int:
     from transformers import AutoTokenizer
 
     from dac.tasks import make_sample
+    from dac.train.evaluate import card_fields
 
     tok = AutoTokenizer.from_pretrained(a.model, local_files_only=True)
     records = json.loads(Path(a.eval or Path(a.model) / "eval.json").read_text())["records"]
@@ -71,9 +72,10 @@ def main() -> int:
         task, length, seed = r["id"].rsplit("-", 2)
         s = make_sample(task, tok, int(length), int(seed))
         ideal, n = s.evidence[0][0], len(s.sections)
-        # the declaration the value is written under (a lead-in answer declares three times)
-        exact = bool(r.get("final_exact", r["exact"]))
-        declared = r.get("final", r["declared"])
+        # the declaration the value is written under (a lead-in answer declares three times);
+        # either record schema (the suite's, or the shipped card's legacy one)
+        f = card_fields(r)
+        exact, declared = f["exact"], f["final"]
         cell = by_quarter[(int(length), int(4 * (ideal - 1) / n))]
         cell[0] += exact
         cell[1] += 1

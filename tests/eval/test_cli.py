@@ -87,3 +87,19 @@ def test_a_run_is_not_resumed_with_other_weights_at_the_same_path(tmp_path, toke
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "different weights" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_the_fast_engine_runs_through_dac_eval_on_a_cpu(model_dir, tmp_path):
+    """``dac eval --engine fast`` on a CPU (eager, no CUDA graphs) writes the records
+    ``--engine hf`` writes, but for the engine's name and the wall time (and Quest's per-step
+    evidence recall, which it does not measure: :func:`tests.eval.engine_runs.comparable`)."""
+    from tests.eval.engine_runs import assert_same_records, eval_cells
+
+    kw = dict(device="cpu", tasks=["passkey", "tail_last"],
+              policies=["full", "dac", "streaming", "quest:budget=0.3,dense_layers=0"])
+    ref = eval_cells(model_dir, tmp_path / "hf", "hf", **kw)
+    fast = eval_cells(model_dir, tmp_path / "fast", "fast", **kw)
+    assert_same_records(fast, ref)
+    assert all(r["kv"]["per_step"] for rs in fast.values() for r in rs)  # decode steps ran
+    assert (tmp_path / "fast" / "metrics.json").exists()

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from dac.eval.config import EvalConfig
-from dac.eval.runner import cell_path, read_cell, run_eval
+from dac.eval.runner import cell_path, read_cell, run_eval, run_samples
 from dac.tasks import make_sample
+from dac.train.targets import lead_in_target
 from tests.eval.scripted import ScriptedEngine, ideal_script
 
 TASKS = ["passkey", "chained_facts", "math_find", "tail_last"]
@@ -156,7 +157,7 @@ def test_a_lead_in_answer_is_judged_on_the_declaration_it_is_written_under(
     """``[[local]] lead [[global]][[focus Sk]] value``: three well-formed declarations; mode
     match reads the last one, and the record keeps the first as well."""
     cfg = _config(tasks=["passkey"], policies=["dac"], samples=2, new=48)
-    by_text = {s.layout(tokenizer).text: s.lead_in_target("[[local]]")
+    by_text = {s.layout(tokenizer).text: lead_in_target(s, "[[local]]")
                for s in (make_sample("passkey", tokenizer, LENGTH, i) for i in cfg.seeds())}
     eng = ScriptedEngine(llama, tokenizer, lambda lay: by_text[lay.text])
     m = run_eval(eng, cfg, tmp_path, progress=False)
@@ -186,3 +187,34 @@ def test_prompt_options_reach_every_prompt_and_the_run_identity(tmp_path, tokeni
 def test_unknown_prompt_options_are_refused():
     with pytest.raises(ValueError, match="unknown prompt options"):
         _config(prompt={"question_last": True})
+
+
+def test_run_samples_is_one_cells_work(tmp_path, tokenizer, llama):
+    """``run_samples``: batches through the engine, one record per sample in order, the
+    section bound recorded as applied (policies that read directives only) with the engine's
+    name; the runner's cell files hold exactly its records."""
+    from dac.planning.blocks import PlanConfig
+
+    cfg = _config(tasks=["passkey"], policies=["dac"], samples=3, new=12)
+    samples = [make_sample("passkey", tokenizer, LENGTH, s) for s in cfg.seeds()]
+    seen = []
+    eng = ScriptedEngine(llama, tokenizer, ideal_script(tokenizer, samples))
+    recs = {}
+    for policy in ("full", "dac"):
+        recs[policy] = run_samples(eng, samples, policy, PlanConfig(**PLAN), max_new_tokens=12,
+                                   batch_size=2, advance=seen.append)
+        assert [r["seed"] for r in recs[policy]] == [0, 1, 2]
+        assert {r["bound_sections"] for r in recs[policy]} == {policy == "dac"}
+        assert {r["engine"] for r in recs[policy]} == {"hf"}
+        assert all(r["first_exact"] and r["final_exact"] and r["focus_union_exact"]
+                   for r in recs[policy])  # the ideal script declares the ideal focus
+    assert eng.calls == [2, 1, 2, 1] and seen == [2, 1, 2, 1]
+    off = run_samples(eng, samples[:1], "dac", PlanConfig(**PLAN), max_new_tokens=12,
+                      bound_sections=False)
+    assert off[0]["bound_sections"] is False
+    run_eval(ScriptedEngine(llama, tokenizer, ideal_script(tokenizer, samples)), cfg, tmp_path,
+             progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
+    assert strip(read_cell(cell_path(tmp_path, "passkey", LENGTH, "dac"))) == strip(recs["dac"])
+    with pytest.raises(ValueError, match="batch_size"):
+        run_samples(eng, samples, "dac", PlanConfig(**PLAN), max_new_tokens=12, batch_size=0)

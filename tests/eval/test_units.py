@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from dac.engines.hf.generate import GenerationResult
-from dac.engines.hf.session import StepRecord
 from dac.eval.config import EvalConfig, parse_length, parse_lengths, parse_policies, policy_slug
 from dac.eval.metrics import cell_metrics, summarize
 from dac.eval.records import (
     adherent,
     answer_from,
     compress_blocks,
+    directive_match,
     evidence_recall,
     expand_blocks,
     final_directive,
 )
 from dac.protocol.grammar import Directive, Mode, ProtocolEvent
+from dac.runtime import GenerationResult, StepRecord
 
 
 @pytest.mark.parametrize("text,want", [("4k", 4096), ("1.5k", 1536), ("700", 700),
@@ -105,6 +105,35 @@ def test_mode_match_reads_the_declaration_the_answer_is_written_under():
     assert final_directive(lead_in) == focus
     assert final_directive(_result([_ev(0, ok=False)], [1.0])) is None
     assert final_directive(_result([], [1.0])) is None
+
+
+def test_directive_match_judges_the_first_the_last_and_all_focuses():
+    """The model card's exact rates: the first declaration (well-formed or not), the last
+    one, and the union of every well-formed focus, each against the ideal directive."""
+    def ev(d):
+        return ProtocolEvent(0, "directive", d.render(), d, d)
+
+    want = Directive(Mode.FOCUS, ((2, 2), (5, 5)))
+    s2, s5 = Directive(Mode.FOCUS, ((2, 2),)), Directive(Mode.FOCUS, ((5, 5),))
+    assert directive_match(want, [ev(want)]) == {
+        "first_exact": True, "final_exact": True, "focus_union_exact": True,
+        "first_covers": True}
+    # a stepwise answer: one section per step, global between; exact only as a union
+    assert directive_match(want, [ev(s2), ev(Directive(Mode.GLOBAL)), ev(s5)]) == {
+        "first_exact": False, "final_exact": False, "focus_union_exact": True,
+        "first_covers": False}
+    # a malformed first declaration: nothing to cover, not exact though the last one is
+    assert directive_match(want, [_ev(0, ok=False), ev(want)]) == {
+        "first_exact": False, "final_exact": True, "focus_union_exact": True,
+        "first_covers": None}
+    assert directive_match(want, []) == {
+        "first_exact": False, "final_exact": False, "focus_union_exact": False,
+        "first_covers": None}
+    # not a focus task: no union, no coverage
+    glob = Directive(Mode.GLOBAL)
+    assert directive_match(glob, [ev(glob)]) == {
+        "first_exact": True, "final_exact": True, "focus_union_exact": False,
+        "first_covers": None}
 
 
 def test_blocks_roundtrip():

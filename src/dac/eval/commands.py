@@ -11,6 +11,9 @@ from typing import Any
 
 from ..commands import add_bound_arg, add_plan_args, plan_config
 
+#: the engines ``dac eval --engine`` runs on
+ENGINES = ("hf", "fast", "vllm")
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
@@ -29,8 +32,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="override every task's answer budget")
-    p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
-    p.add_argument("--device", default=None, help="e.g. cpu or cuda (hf engine)")
+    p.add_argument("--engine", default="hf", choices=list(ENGINES),
+                   help="hf: the reference engine (transformers generate; records every "
+                   "step's evidence recall, per head for Quest); fast: static KV cache and "
+                   "FlexAttention over the kept blocks, CUDA graphs on a GPU (eager on a CPU; "
+                   "the same records, but Quest's per-step evidence recall is not measured); "
+                   "vllm: the vLLM engine (optional dependency)")
+    p.add_argument("--device", default=None,
+                   help="e.g. cpu or cuda (hf and fast engines; fast: cuda when available)")
     p.add_argument("--out", required=True, help="run folder (created; resumed if it exists)")
     p.add_argument("--report", action="store_true", help="also write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -47,14 +56,26 @@ def add_parser(sub: Any) -> None:
 
 
 def make_engine(name: str, model_path: str, device: str | None, block_size: int) -> Any:
+    """The engine ``name`` (one of :data:`ENGINES`) on the model at ``model_path``."""
+    if name not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
     if name == "vllm":
         try:
             from ..engines.vllm.engine import VLLMEngine
         except ImportError as e:
             raise RuntimeError(f"the vllm engine is not available: {e}") from None
         return VLLMEngine(model_path, block_size=block_size)  # vLLM's KV block = DAC's block
-    from ..engines.base import HFEngine
     from ..models import load
+
+    if name == "fast":
+        import torch
+
+        from ..engines.fast import FastEngine
+
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, tok = load(model_path, device=device)
+        return FastEngine(model, tok)
+    from ..engines.base import HFEngine
 
     model, tok = load(model_path, device=device)
     return HFEngine(model, tok)

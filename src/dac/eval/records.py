@@ -17,18 +17,28 @@ Definitions (also in docs/evaluation.md):
   local first and writes its value under the last one, so ``first_mode`` and ``final_mode``
   are both recorded. (A malformed declaration after it falls back to global; adherence
   counts that.)
+* **exact declaration** (the model card's rates; "declaration" is any directive-like text,
+  well-formed or not): ``first_exact``, the first declaration is well-formed and is the
+  sample's ideal one; ``final_exact``, the last one is; ``focus_union_exact``, the sections of
+  all well-formed focuses together are the ideal ones (a stepwise answer focuses each step's
+  section in turn; ``False`` when the ideal is not a focus); ``first_covers``, the first
+  declaration is a well-formed focus whose sections include the ideal ones (``None`` unless
+  the ideal is a focus and the first declaration is a well-formed focus).
+* **bound_sections**: the answer was decoded with the section bound
+  (:mod:`dac.protocol.constraint`), which applies to policies that read directives only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..protocol.context import PromptLayout, Span
-from ..protocol.grammar import Directive
+from ..protocol.grammar import Directive, Mode, ProtocolEvent
 from ..tasks import Sample, score
 
 if TYPE_CHECKING:  # the report reads records without loading torch
-    from ..engines.hf.generate import GenerationResult
+    from ..runtime import GenerationResult
 
 SCHEMA = "dac.eval.record/1"
 
@@ -61,6 +71,25 @@ def adherent(result: GenerationResult) -> bool:
     return bool(result.events) and all(e.ok for e in result.events)
 
 
+def directive_match(ideal: Directive, events: Sequence[ProtocolEvent]) -> dict[str, Any]:
+    """``first_exact``, ``final_exact``, ``focus_union_exact`` and ``first_covers`` of an
+    output's declarations against the sample's ideal directive (see the module docstring):
+    the model card judges a lead-in answer by its last declaration and a stepwise one by
+    the union of its focuses, so all are recorded."""
+    first = events[0] if events else None
+    last = events[-1] if events else None
+    covers = None
+    if (first is not None and first.ok and ideal.mode is Mode.FOCUS
+            and first.applied is not None and first.applied.mode is Mode.FOCUS):
+        covers = set(ideal.sections()) <= set(first.applied.sections())
+    union = {k for e in events if e.ok and e.applied is not None
+             and e.applied.mode is Mode.FOCUS for k in e.applied.sections()}
+    return {"first_exact": first is not None and first.ok and first.applied == ideal,
+            "final_exact": last is not None and last.ok and last.applied == ideal,
+            "focus_union_exact": ideal.mode is Mode.FOCUS and union == set(ideal.sections()),
+            "first_covers": covers}
+
+
 def compress_blocks(blocks: list[list[int]]) -> list[list[Any]]:
     """Per-step kept blocks as runs: ``[[first_step, last_step, [[b0, b1), ...]], ...]``."""
     out: list[list[Any]] = []
@@ -91,7 +120,11 @@ def expand_blocks(runs: list[list[Any]]) -> list[list[int]]:
 
 def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
                 result: GenerationResult, policy: str, block_size: int,
-                wall_s: float) -> dict[str, Any]:
+                wall_s: float, *, bound_sections: bool | None = None,
+                engine: str | None = None) -> dict[str, Any]:
+    """One sample's record (module docstring). ``bound_sections``: whether this answer was
+    decoded with the section bound (``None``: not known to the caller); ``engine``: the
+    engine's name, so records merged from several runs still say where they were measured."""
     first = next((e.applied for e in result.events if e.ok), None)
     final = final_directive(result)
     return {
@@ -114,6 +147,9 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
         "first_mode": first.mode.value if first else None,
         "final_mode": final.mode.value if final else None,
         "mode_match": (final.mode == sample.directive.mode) if final else False,
+        **directive_match(sample.directive, result.events),
+        "bound_sections": bound_sections,
+        "engine": engine,
         "kv": {"read": round(result.kv_read, 3), "full": result.kv_full,
                "fraction": round(result.fraction, 6),
                "per_step": [round(s.read, 2) for s in result.steps],

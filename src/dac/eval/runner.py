@@ -9,6 +9,9 @@ A run is a folder::
 A cell file is written to a temporary name and renamed when the cell is complete, so a file
 that exists is a finished cell: an interrupted run started again with the same ``--out`` skips
 it and recomputes only the unfinished cells.
+
+:func:`run_samples` is one cell's work (batches through an engine, one record each); the
+model card's evaluation (:mod:`dac.train.evaluate`) runs its cells through it too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +32,9 @@ from .records import make_record
 
 if TYPE_CHECKING:
     from ..engines.base import Engine
+    from ..planning.blocks import PlanConfig
 
-__all__ = ["cell_path", "prepare_out", "read_cell", "run_eval"]
+__all__ = ["cell_path", "prepare_out", "read_cell", "run_eval", "run_samples"]
 
 
 def _versions() -> dict[str, str]:
@@ -108,25 +112,53 @@ def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
     return write_metrics(out)
 
 
+def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: PlanConfig,
+                *, max_new_tokens: int, prompt_options: Mapping[str, Any] | None = None,
+                bound_sections: bool = True, batch_size: int = 4,
+                advance: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+    """Generate for ``samples`` under ``policy`` in batches of ``batch_size``: one record
+    (:func:`~dac.eval.records.make_record`) per sample, in order.
+
+    ``prompt_options``: the :func:`dac.protocol.build_prompt` options the model was trained
+    with; ``bound_sections``: the engine's section bound, recorded per record as applied
+    (only policies that read directives are bounded); ``advance`` is called with each
+    batch's size (a progress bar). A record's ``wall_s`` is its batch's time / batch size.
+    """
+    from ..planning import get_policy
+
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    bounded = bool(bound_sections and get_policy(policy).reads_directives)
+    name = getattr(engine, "name", None)
+    records: list[dict[str, Any]] = []
+    for i in range(0, len(samples), batch_size):
+        batch = list(samples[i:i + batch_size])
+        layouts = [s.layout(engine.tokenizer, **(prompt_options or {})) for s in batch]
+        evidence = [s.evidence_spans(lay) for s, lay in zip(batch, layouts)]
+        t0 = time.perf_counter()
+        results = engine.generate(layouts, policy=policy, config=config,
+                                  max_new_tokens=max_new_tokens, evidence=evidence,
+                                  bound_sections=bound_sections)
+        wall = time.perf_counter() - t0
+        records += [make_record(s, lay, ev, res, policy, config.block_size, wall / len(batch),
+                                bound_sections=bounded, engine=name)
+                    for s, lay, ev, res in zip(batch, layouts, evidence, results)]
+        if advance is not None:
+            advance(len(batch))
+    return records
+
+
 def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: int,
-              policy: str, samples: list[Sample], cfg: Any,
+              policy: str, samples: list[Sample], cfg: PlanConfig,
               advance: Callable[[int], Any]) -> None:
+    records = run_samples(engine, samples, policy, cfg, max_new_tokens=config.new_tokens(task),
+                          prompt_options=config.prompt, bound_sections=config.bound_sections,
+                          batch_size=config.batch_size, advance=advance)
     path = cell_path(out, task, length, policy)
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w") as f:
-        for i in range(0, len(samples), config.batch_size):
-            batch = samples[i:i + config.batch_size]
-            layouts = [s.layout(engine.tokenizer, **config.prompt) for s in batch]
-            evidence = [s.evidence_spans(lay) for s, lay in zip(batch, layouts)]
-            t0 = time.perf_counter()
-            results = engine.generate(layouts, policy=policy, config=cfg,
-                                      max_new_tokens=config.new_tokens(task), evidence=evidence,
-                                      bound_sections=config.bound_sections)
-            wall = time.perf_counter() - t0
-            for s, lay, ev, res in zip(batch, layouts, evidence, results):
-                rec = make_record(s, lay, ev, res, policy, cfg.block_size, wall / len(batch))
-                f.write(json.dumps(rec) + "\n")
-            advance(len(batch))
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

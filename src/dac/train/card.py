@@ -1,5 +1,7 @@
 """The model card's evaluation tables, rendered from an ``eval.json`` of
 :mod:`dac.train.evaluate`, so every figure in the card comes from the records it ships with.
+Its records may be the suite's or the legacy ones of the shipped card: both are read through
+:func:`dac.train.evaluate.card_fields`.
 
     python -m dac.train.card src/dac/assets/dac-tiny/eval.json
 """
@@ -12,7 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .evaluate import summarize
+from .evaluate import FOCUS_FAMILIES, card_fields, summarize
 
 _SAME_COST = ("quest", "streaming")
 #: whether a cell was decoded with the section bound (``dac.protocol.constraint``)
@@ -30,10 +32,16 @@ def _rate(x: float) -> str:
 def exact_sections(record: dict[str, Any]) -> bool:
     """One record's directive judged exact: for focus tasks (retrieval, multi-region) all its
     focuses together name the ideal sections (a stepwise answer focuses one step's section at
-    a time); for the others its last declaration is the ideal one."""
-    if record["family"] in ("retrieval", "multi") and "focus_union_exact" in record:
-        return bool(record["focus_union_exact"])
-    return bool(record.get("final_exact", record["exact"]))
+    a time); for the others its last declaration is the ideal one (records from before the
+    last one was recorded: the first)."""
+    return _exact(card_fields(record))
+
+
+def _exact(f: dict[str, Any]) -> bool:
+    """:func:`exact_sections` on a record's :func:`~dac.train.evaluate.card_fields`."""
+    if f["family"] in FOCUS_FAMILIES and f["union_exact"] is not None:
+        return bool(f["union_exact"])
+    return f["exact"]
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
@@ -63,10 +71,10 @@ def task_table(records: list[dict[str, Any]], lengths: tuple[int, ...] = (4096, 
     cells: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     tasks: dict[str, None] = {}
     for r in records:
-        pol = r["policy"].split(":")[0]
-        if pol in ("full", "dac") and r["length"] in lengths:
-            cells[(r["task"], r["length"], pol)].append(r)
-            tasks.setdefault(r["task"], None)
+        f = card_fields(r)
+        if f["policy"] in ("full", "dac") and f["length"] in lengths:
+            cells[(f["task"], f["length"], f["policy"])].append(f)
+            tasks.setdefault(f["task"], None)
     head = " | ".join(f"{n // 1024}K {c}" for n in lengths for c in ("full", "dac", "exact", "KV"))
     out = [f"| task | {head} |", "|---" * (1 + 4 * len(lengths)) + "|"]
 
@@ -82,8 +90,8 @@ def task_table(records: list[dict[str, Any]], lengths: tuple[int, ...] = (4096, 
                 continue
             vals += [_rate(mean([r["score"] for r in full])),
                      _rate(mean([r["score"] for r in dac])),
-                     _rate(mean([exact_sections(r) for r in dac])),
-                     f"{mean([r['fraction'] for r in dac]):.3f}"]
+                     _rate(mean([_exact(f) for f in dac])),
+                     f"{mean([f['fraction'] for f in dac]):.3f}"]
         out.append(f"| {t} | " + " | ".join(vals) + " |")
     return "\n".join(out)
 

@@ -2,8 +2,15 @@
 
 For each (task, length) cell: DAC and full attention on the same samples, then streaming and
 Quest at DAC's measured KV budget (same cost). Seeds ``seed0 .. seed0 + n - 1`` are disjoint
-from training seeds (``TrainConfig.seed_base`` and up). Used for the model card when the
-suite's runner is not available on the machine that has the GPU.
+from training seeds (``TrainConfig.seed_base`` and up). The model card's numbers come from
+here: one JSON file (``{"records", "summary", "plan", "prompt"}``) rather than a run folder,
+so runs split over GPUs or time-limited calls can be merged (``--merge``).
+
+Generation goes through an engine (:class:`~dac.engines.base.HFEngine` or
+:class:`~dac.engines.fast.FastEngine`) and :func:`dac.eval.runner.run_samples`, so the
+records are the suite's (:func:`dac.eval.records.make_record`). :func:`summarize` also reads
+the records of evaluations written before that (the shipped ``eval.json``), through
+:func:`card_fields`.
 """
 
 from __future__ import annotations
@@ -16,107 +23,91 @@ from typing import Any
 
 import torch
 
-from ..engines.hf import generate
 from ..models import load_prompt_options
 from ..planning.blocks import PlanConfig
-from ..planning import get_policy
 from ..protocol.grammar import DirectiveError, Mode, parse_directive
-from ..tasks import TASKS, make_sample, score
+from ..tasks import TASKS, make_sample
 from ..tasks.core import directive_for
 from .loop import plan_config
 
-
-def adherence(sample: Any, result: Any) -> dict[str, Any]:
-    """Did the first declaration match the ideal one (mode; for focus, the evidence covered)?
-    And the last one (``final``, ``final_exact``), the one the answer is written under?
-    ``focus_union_exact``: the sections of all its well-formed focuses together are the ideal
-    ones (a stepwise answer focuses each step's section in turn). :func:`summarize` judges
-    the last one."""
-    ev = next((e for e in result.events), None)
-    applied = ev.applied if ev is not None else None
-    want = sample.directive
-    mode_ok = applied is not None and ev.kind == "directive" and applied.mode is want.mode
-    covered = None
-    if mode_ok and want.mode is Mode.FOCUS:
-        covered = set(want.sections()) <= set(applied.sections())
-    last = result.events[-1] if result.events else None
-    return {"declared": ev.text if ev else None, "mode_ok": bool(mode_ok),
-            "exact": bool(applied == want and ev.kind == "directive") if ev else False,
-            "covers": covered,
-            # the declaration in force at the end: the one a lead-in format's answer is
-            # written under (``[[local]] lead [[global]][[focus S3]] value``)
-            "final": last.text if last else None,
-            "final_exact": bool(last.applied == want and last.kind == "directive")
-            if last else False,
-            "focus_union_exact": want.mode is Mode.FOCUS and {
-                k for e in result.events if e.ok and e.applied.mode is Mode.FOCUS
-                for k in e.applied.sections()} == set(want.sections())}
-
-
-#: the engines a cell can run on: the reference HF engine (model.generate + hooks; records the
-#: evidence recall of every step) or :class:`dac.engines.fast.FastDecoder` (static cache,
-#: FlexAttention, CUDA graphs on a GPU; the same results on CPU, tested; no recall)
+#: the engines a cell can run on: the reference HF engine (model.generate + hooks; records
+#: Quest's per-head evidence recall too) or :class:`dac.engines.fast.FastEngine` (static
+#: cache, FlexAttention, CUDA graphs on a GPU; the same records, tested, without Quest's
+#: per-step recall)
 ENGINES = ("hf", "fast")
+#: families whose ideal directive is a focus: judged by the union of their focuses too
+FOCUS_FAMILIES = ("retrieval", "multi")
 
 
-def run_cell(model: Any, tok: Any, samples: list[Any], policy: str, cfg: PlanConfig,
-             max_new: int, batch: int, prompt: dict[str, Any] | None = None,
-             bound_sections: bool = True, engine: str = "hf") -> list[dict[str, Any]]:
-    """``prompt``: :func:`dac.protocol.build_prompt` options the model was trained with;
-    ``bound_sections``: the engine's section bound (:mod:`dac.protocol.constraint`), recorded
-    in each record (records written before the bound existed lack the key: unbounded);
-    ``engine``: one of :data:`ENGINES`."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    tok.padding_side = "left"
-    # the bound applies to policies that read directives (dac), not to the baselines
-    bounded = bound_sections and get_policy(policy).reads_directives
-    all_layouts = [s.layout(tok, **(prompt or {})) for s in samples]
-    decoders: dict[int, Any] = {}  # fast engine: one decoder per batch size, reused
-    width = max((lay.prompt_len for lay in all_layouts), default=0) + max_new
-    out = []
-    for i in range(0, len(samples), batch):
-        chunk = samples[i:i + batch]
-        layouts = all_layouts[i:i + batch]
-        if engine == "fast":
-            from ..engines.fast import FastDecoder
+def make_engine(name: str, model: Any, tokenizer: Any) -> Any:
+    """The engine ``name`` (one of :data:`ENGINES`) on a loaded model."""
+    if name == "fast":
+        from ..engines.fast import FastEngine
 
-            dec = decoders.get(len(chunk))
-            if dec is None:
-                dec = decoders[len(chunk)] = FastDecoder(
-                    model, batch_size=len(chunk), max_len=width, policy=policy, config=cfg)
-            res = dec.generate(tok, layouts, max_new_tokens=max_new,
-                               bound_sections=bound_sections)
+        return FastEngine(model, tokenizer)
+    if name == "hf":
+        from ..engines.base import HFEngine
+
+        return HFEngine(model, tokenizer)
+    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {name!r}")
+
+
+def _mode_of(text: str | None) -> Mode | None:
+    """The mode a declaration's text names, or None if it is not a directive."""
+    text = text or ""
+    if not (text.startswith("[[") and text.endswith("]]")):
+        return None
+    try:
+        return parse_directive(text[2:-2]).mode
+    except DirectiveError:
+        return None
+
+
+def card_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """What the summary and the card read from one record, from either record schema: the
+    suite's (``dac.eval.record/…``, written since the evaluation runs through
+    :func:`dac.eval.runner.run_samples`) or the legacy one of the shipped ``eval.json``.
+
+    ``first_exact`` / ``final_exact``: the first / last declaration (well-formed or not) is
+    well-formed and the ideal one (``final_exact`` ``None``: a legacy record from before the
+    last declaration was recorded); ``exact``: the one judged, the last (else the first);
+    ``union_exact``: all well-formed focuses together name the ideal sections (``None``: not
+    recorded); ``final``: the last declaration's text; ``final_mode_ok``: it names the task's
+    ideal mode (legacy records without ``final``: the first declaration does);
+    ``fraction``: KV read / full; ``policy``: its name without parameters;
+    ``bound_sections``: decoded with the section bound (a record that does not say
+    predates the bound: ``False``)."""
+    family = record["family"]
+    if "kv" in record:  # the suite's record
+        timeline = record["directives"]
+        final = timeline[-1]["text"] if timeline else None
+        ideal = _mode_of(record.get("ideal_directive")) or directive_for(family, [1]).mode
+        out = {"fraction": record["kv"]["fraction"], "first_exact": record["first_exact"],
+               "final_exact": record["final_exact"],
+               "union_exact": record["focus_union_exact"], "final": final,
+               "final_mode_ok": _mode_of(final) is ideal}
+    else:  # the legacy record of dac.train.evaluate's own cells
+        if "final" in record:
+            final = record["final"]
+            mode_ok = _mode_of(final) is directive_for(family, [1]).mode
         else:
-            evidence = [s.evidence_spans(lay) for s, lay in zip(chunk, layouts)]
-            res = generate(model, tok, layouts, policy=policy, config=cfg,
-                           max_new_tokens=max_new, evidence=evidence,
-                           bound_sections=bound_sections)
-        for s, r in zip(chunk, res):
-            recalls = [st.recall for st in r.steps if st.recall is not None]
-            out.append({"id": s.id, "task": s.task, "family": s.family, "length": s.length,
-                        "policy": policy, "score": score(s.task, r.answer, s),
-                        "answer": r.answer[:120], "fraction": r.fraction,
-                        "read_per_step": r.kv_read / max(1, len(r.steps)),
-                        "recall": sum(recalls) / len(recalls) if recalls else None,
-                        "bound_sections": bounded, "engine": engine, **adherence(s, r)})
-    return out
+            final, mode_ok = record.get("declared"), bool(record["mode_ok"])
+        out = {"fraction": record["fraction"], "first_exact": bool(record["exact"]),
+               "final_exact": record.get("final_exact"),
+               "union_exact": record.get("focus_union_exact"), "final": final,
+               "final_mode_ok": mode_ok}
+    judged = out["first_exact"] if out["final_exact"] is None else out["final_exact"]
+    return {"id": record["id"], "task": record["task"], "family": family,
+            "length": record["length"], "policy": record["policy"].split(":")[0],
+            "score": record["score"], "bound_sections": bool(record.get("bound_sections")),
+            "exact": bool(judged), **out}
 
 
 def final_mode_ok(record: dict[str, Any]) -> bool:
     """Does the record's last declaration name its task's ideal mode (focus for retrieval and
     multi-region, global for aggregation, local for tail tasks)? Its sections are judged by
     ``final_exact``. Records from before ``final`` existed fall back to the first declaration."""
-    if "final" not in record:
-        return bool(record["mode_ok"])
-    text = record["final"] or ""
-    if not (text.startswith("[[") and text.endswith("]]")):
-        return False
-    try:
-        mode = parse_directive(text[2:-2]).mode
-    except DirectiveError:
-        return False
-    return mode is directive_for(record["family"], [1]).mode
+    return bool(card_fields(record)["final_mode_ok"])
 
 
 def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -126,27 +117,30 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ``exact_first``: the first declaration is the ideal one; ``exact_union`` (focus tasks):
     all focuses together name the ideal sections. ``bound_sections``: whether the cell's
     answers were decoded with the section bound (``"mixed"`` if its records differ; a record
-    without the key predates the bound)."""
+    without the key predates the bound). Reads either record schema (:func:`card_fields`)."""
     cells: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        cells[(r["family"], r["length"], r["policy"].split(":")[0])].append(r)
+        f = card_fields(r)
+        cells[(f["family"], f["length"], f["policy"])].append(f)
     rows = []
-    for (fam, length, pol), rs in sorted(cells.items()):
-        bound = {bool(r.get("bound_sections", False)) for r in rs}
-        rows.append({"family": fam, "length": length, "policy": pol, "n": len(rs),
+    for (fam, length, pol), fs in sorted(cells.items()):
+        n = len(fs)
+
+        def rate(xs: Any) -> float:
+            return round(sum(bool(x) for x in xs) / n, 4)
+
+        bound = {f["bound_sections"] for f in fs}
+        rows.append({"family": fam, "length": length, "policy": pol, "n": n,
                      "bound_sections": bound.pop() if len(bound) == 1 else "mixed",
-                     "accuracy": round(sum(r["score"] for r in rs) / len(rs), 4),
-                     "kv_fraction": round(sum(r["fraction"] for r in rs) / len(rs), 4),
-                     "mode_adherence": round(sum(final_mode_ok(r) for r in rs) / len(rs), 4),
-                     "exact_directive": round(sum(bool(r.get("final_exact", r["exact"]))
-                                                  for r in rs) / len(rs), 4),
-                     **({"exact_first": round(sum(bool(r["exact"]) for r in rs)
-                                              / len(rs), 4)}
-                        if all("final_exact" in r for r in rs) else {}),
-                     **({"exact_union": round(sum(bool(r["focus_union_exact"]) for r in rs)
-                                              / len(rs), 4)}
-                        if fam in ("retrieval", "multi")
-                        and all("focus_union_exact" in r for r in rs) else {})})
+                     "accuracy": round(sum(f["score"] for f in fs) / n, 4),
+                     "kv_fraction": round(sum(f["fraction"] for f in fs) / n, 4),
+                     "mode_adherence": rate(f["final_mode_ok"] for f in fs),
+                     "exact_directive": rate(f["exact"] for f in fs),
+                     **({"exact_first": rate(f["first_exact"] for f in fs)}
+                        if all(f["final_exact"] is not None for f in fs) else {}),
+                     **({"exact_union": rate(f["union_exact"] for f in fs)}
+                        if fam in FOCUS_FAMILIES
+                        and all(f["union_exact"] is not None for f in fs) else {})})
     return rows
 
 
@@ -177,14 +171,17 @@ def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: 
     """``sections``: cut every context into this many sections instead of the suite's one per
     512 tokens (how well the model names sections it rarely sees at the default);
     ``bound_sections``: decode with the engine's section bound (its default); ``engine``:
-    ``"hf"`` (the reference engine) or ``"fast"`` (:class:`dac.engines.fast.FastDecoder`)."""
+    one of :data:`ENGINES`. The same-cost baselines run at DAC's mean KV read per decode
+    step of the cell (streaming's window less the sink tokens)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    from ..eval.runner import run_samples
     from ..models import load
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tok = load(model_dir, dtype=torch.bfloat16 if dev == "cuda" else torch.float32,
                       device=dev)
+    eng = make_engine(engine, model, tok)
     cfg = plan_config(model_dir) or PlanConfig()
     prompt = load_prompt_options(model_dir)
     t0 = time.time()
@@ -200,21 +197,26 @@ def evaluate(model_dir: str | Path, *, tasks: list[str], lengths: list[int], n: 
                 log(json.dumps({"event": "time_limit", "at": f"{task}@{length}"}))
                 return result()
             samples = [make_sample(task, tok, length, seed0 + i, sections) for i in range(n)]
-            max_new = TASKS[task].max_new_tokens
-            cell = {}
-            for pol in ("full", "dac"):
-                cell[pol] = run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt,
-                                     bound_sections, engine)
-                records += cell[pol]
-            if same_cost and TASKS[task].family in ("retrieval", "multi"):
-                budget = sum(r["read_per_step"] for r in cell["dac"]) / len(cell["dac"])
-                for pol in (f"streaming:window={max(cfg.block_size, int(budget - cfg.sink_tokens))}",
-                            f"quest:budget_tokens={max(cfg.block_size, int(budget))},dense_layers=0"):
-                    records += run_cell(model, tok, samples, pol, cfg, max_new, batch, prompt,
-                                        bound_sections, engine)
+
+            def run(policy: str) -> list[dict[str, Any]]:
+                return run_samples(eng, samples, policy, cfg,
+                                   max_new_tokens=TASKS[task].max_new_tokens,
+                                   prompt_options=prompt, bound_sections=bound_sections,
+                                   batch_size=batch)
+
+            cell = {pol: run(pol) for pol in ("full", "dac")}
+            records += cell["full"] + cell["dac"]
+            if same_cost and TASKS[task].family in FOCUS_FAMILIES:
+                budget = sum(r["kv"]["read"] / max(1, len(r["kv"]["per_step"]))
+                             for r in cell["dac"]) / len(cell["dac"])
+                window = max(cfg.block_size, int(budget - cfg.sink_tokens))
+                tokens = max(cfg.block_size, int(budget))
+                for pol in (f"streaming:window={window}",
+                            f"quest:budget_tokens={tokens},dense_layers=0"):
+                    records += run(pol)
             acc = {p: round(sum(r["score"] for r in rs) / len(rs), 3) for p, rs in cell.items()}
             log(json.dumps({"event": "cell", "task": task, "length": length, "acc": acc,
-                            "dac_fraction": round(sum(r["fraction"] for r in cell["dac"])
+                            "dac_fraction": round(sum(r["kv"]["fraction"] for r in cell["dac"])
                                                   / len(cell["dac"]), 3),
                             "elapsed_s": round(time.time() - t0, 1)}))
     return result()
@@ -239,8 +241,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="decode without the section bound (a focus past the context then "
                         "falls back to global, as before the bound existed)")
     p.add_argument("--engine", choices=ENGINES, default="hf",
-                   help="hf: the reference engine (records evidence recall); fast: the "
-                        "static-cache FlexAttention decoder with CUDA graphs on a GPU")
+                   help="hf: the reference engine; fast: the static-cache FlexAttention "
+                        "engine with CUDA graphs on a GPU (the same records, without Quest's "
+                        "per-step evidence recall)")
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     from ..tasks import resolve_tasks
