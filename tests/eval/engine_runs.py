@@ -18,7 +18,7 @@ def eval_cells(model_dir: Path, out: Path, engine: str, *, device: str, tasks: l
                policies: list[str], length: int = 768, samples: int = 2,
                new_tokens: int = 8) -> dict[str, list[dict[str, Any]]]:
     """Run ``dac eval --engine ENGINE`` into ``out``; its records, per cell file name."""
-    args = ["eval", "--model", str(model_dir), "--tasks", ",".join(tasks),
+    args = ["eval", "--model", str(model_dir), "--protocol", "brackets", "--tasks", ",".join(tasks),
             "--lengths", str(length), "--policies", ",".join(policies),
             "--samples", str(samples), "--batch-size", "2",
             "--max-new-tokens", str(new_tokens), "--local-window", "256", "--window", "64",
@@ -29,11 +29,15 @@ def eval_cells(model_dir: Path, out: Path, engine: str, *, device: str, tasks: l
 
 def comparable(record: dict[str, Any]) -> dict[str, Any]:
     """A record without the fields that differ between engines by construction; for Quest
-    also without the per-step evidence recall (the fast engine selects per head on the device
-    and does not measure it) and without the KV reads, compared apart (:func:`assert_reads`)."""
+    also without the per-step evidence recall and the per-head block shares (the fast engine
+    selects per head on the device and does not measure them) and without the KV reads,
+    compared apart (:func:`assert_reads`)."""
     out = {k: v for k, v in record.items() if k not in ENGINE_FIELDS}
     if record["policy"].startswith("quest"):
         out.pop("evidence_recall")
+        out.pop("block_share", None)  # per-head shares: measured by the reference engine only
+        out["stats"] = {k: v for k, v in out["stats"].items()
+                        if k not in ("attended_tokens", "per_step_ratio")}  # as the reads
         out["kv"] = {k: v for k, v in out["kv"].items()
                      if k not in ("recall_per_step", "read", "fraction", "per_step")}
     return out

@@ -25,7 +25,8 @@ def model_dir(tmp_path_factory, tokenizer):
 @pytest.mark.slow
 def test_eval_all_tasks_then_report_then_resume(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["eval", "--model", str(model_dir), "--tasks", "all", "--lengths", "768",
+    args = ["eval", "--model", str(model_dir), "--protocol", "brackets", "--tasks", "all",
+            "--lengths", "768",
             "--policies", ",".join(POLICIES), "--samples", "1", "--max-new-tokens", "4",
             "--local-window", "256", "--window", "64", "--out", str(out), "--no-progress",
             "--report"]
@@ -77,7 +78,8 @@ def test_a_run_is_not_resumed_with_other_weights_at_the_same_path(tmp_path, toke
     tiny_model("llama", vocab_size=len(tokenizer), seed=1).save_pretrained(d)
     tokenizer.save_pretrained(d)
     out = tmp_path / "run"
-    args = ["eval", "--model", str(d), "--tasks", "passkey", "--lengths", "768",
+    args = ["eval", "--model", str(d), "--protocol", "brackets", "--tasks", "passkey",
+            "--lengths", "768",
             "--policies", "full", "--samples", "1", "--max-new-tokens", "2",
             "--out", str(out), "--no-progress"]
     assert main(args) == 0
@@ -103,3 +105,22 @@ def test_the_fast_engine_runs_through_dac_eval_on_a_cpu(model_dir, tmp_path):
     assert_same_records(fast, ref)
     assert all(r["kv"]["per_step"] for rs in fast.values() for r in rs)  # decode steps ran
     assert (tmp_path / "fast" / "metrics.json").exists()
+
+
+def test_eval_under_the_da_protocol_and_list_tasks(model_dir, tmp_path, capsys):
+    """--protocol da delivers each sample's sections as magic chunks; records say which
+    protocol and carry the response's stats."""
+    from dac.eval.folder import read_cell
+
+    out = tmp_path / "da"
+    assert main(["eval", "--model", str(model_dir), "--protocol", "da", "--tasks", "passkey",
+                 "--lengths", "512", "--policies", "full,dac", "--samples", "1",
+                 "--max-new-tokens", "3", "--out", str(out), "--no-progress"]) == 0
+    recs = [r for p in sorted((out / "cells").glob("*.jsonl")) for r in read_cell(p)]
+    assert len(recs) == 2 and all(r["protocol"] == "da" for r in recs)
+    assert all(r["stats"]["decode_steps"] == len(r["kv"]["per_step"]) for r in recs)
+    assert json.loads((out / "config.json").read_text())["protocol"] == "da"
+    capsys.readouterr()
+    assert main(["eval", "--list-tasks"]) == 0
+    listing = capsys.readouterr().out
+    assert "niah_single_2" in listing and all(t in listing for t in TASKS)

@@ -52,3 +52,27 @@ def test_small_runs_are_flagged_and_errors_shown():
     assert "n/a" in next(r for r in rows if "<td>full</td>" in r)
     assert "n/a" not in next(r for r in rows if "<td>dac</td>" in r)
     json.dumps(big)  # a plain string
+
+
+def test_quest_timelines_draw_the_share_of_heads(tmp_path, llama, tokenizer):
+    """A per-head policy's records carry, per step, the share of layers and KV heads that
+    read each block; the timeline draws them instead of an empty panel."""
+    import matplotlib.image
+
+    from dac.engines.base import HFEngine
+    from dac.eval.report import plot_timeline
+    from dac.eval.runner import run_samples
+    from dac.planning import PlanConfig
+    from dac.tasks import make_sample
+
+    samples = [make_sample("passkey", tokenizer, 512, 0)]
+    cfg = PlanConfig(block_size=32)
+    (rec,) = run_samples(HFEngine(llama, tokenizer), samples, "quest:budget=0.2", cfg,
+                         max_new_tokens=4)
+    assert rec["blocks"] is None and rec["block_share"]
+    shares = [v for step in rec["block_share"] for v in step.values()]
+    assert all(0 < v <= 1 for v in shares) and min(shares) < 1  # heads differ
+    png = tmp_path / "t.png"
+    plot_timeline([rec], png)
+    img = matplotlib.image.imread(png)
+    assert img.shape[0] > 100 and len({tuple(p) for p in img[::7, ::7].reshape(-1, 4)}) > 8

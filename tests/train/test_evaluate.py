@@ -283,10 +283,12 @@ def test_the_fast_engine_writes_the_reference_engines_records():
 
 def _comparable(record: dict, quest: bool) -> dict:
     """A record without what differs between engines: the engine, the wall time and, for
-    Quest, the per-step evidence recall (the fast engine does not measure it per head)."""
+    Quest, the per-step evidence recall and per-head block shares (the fast engine does not
+    measure them per head)."""
     out = {k: v for k, v in record.items() if k not in ("engine", "wall_s")}
     if quest:
         out.pop("evidence_recall")
+        out.pop("block_share", None)
         out["kv"] = {k: v for k, v in out["kv"].items() if k != "recall_per_step"}
     return out
 

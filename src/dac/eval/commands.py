@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..commands import add_bound_arg, add_plan_args, plan_config
+from ..commands import add_bound_arg, add_plan_args, add_protocol_arg, plan_config
 
 #: the engines ``dac eval --engine`` runs on
 ENGINES = ("hf", "fast", "vllm")
@@ -20,7 +20,7 @@ def add_parser(sub: Any) -> None:
         "eval", help="run the offline long-context suite against policies",
         description="Evaluate a model on the long-context tasks under several attention "
         "policies. Resumable: cells already finished in --out are skipped.")
-    p.add_argument("--model", required=True, help="local transformers model directory")
+    p.add_argument("--model", help="local transformers model directory")
     p.add_argument("--tasks", default="all",
                    help="comma list of tasks or families (retrieval, multi, aggregation, "
                    "local); default all")
@@ -40,9 +40,12 @@ def add_parser(sub: Any) -> None:
                    "vllm: the vLLM engine (optional dependency)")
     p.add_argument("--device", default=None,
                    help="e.g. cpu or cuda (hf and fast engines; fast: cuda when available)")
-    p.add_argument("--out", required=True, help="run folder (created; resumed if it exists)")
+    p.add_argument("--out", help="run folder (created; resumed if it exists)")
+    p.add_argument("--list-tasks", action="store_true",
+                   help="print the tasks (family, RULER's name where it is RULER's) and exit")
     p.add_argument("--report", action="store_true", help="also write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_protocol_arg(p)
     add_bound_arg(p)
     add_plan_args(p)
     p.set_defaults(handler=run_eval_command)
@@ -98,23 +101,40 @@ def check_fits(engine: Any, config: Any) -> None:
                          f"{worst} (length + 5% + new tokens): lower --lengths")
 
 
+def list_tasks() -> None:
+    """One line per task: name, family, RULER's name where the task is RULER's."""
+    from ..tasks import task_table
+
+    rows = task_table()
+    width = max(len(r["task"]) for r in rows)
+    print(f"{'task':<{width}}  {'family':<11}  {'RULER':<15}  description")
+    for r in rows:
+        print(f"{r['task']:<{width}}  {r['family']:<11}  {r['ruler'] or '-':<15}  "
+              f"{r['description']}")
+
+
 def run_eval_command(args: argparse.Namespace) -> int:
-    from ..models import load_plan_config, load_prompt_options, weights_fingerprint
+    from ..models import load_defaults, weights_fingerprint
     from ..planning.blocks import PlanConfig
     from .config import EvalConfig
     from .runner import run_eval
 
+    if args.list_tasks:
+        list_tasks()
+        return 0
+    if not args.model or not args.out:
+        raise ValueError("dac eval needs --model and --out (or --list-tasks)")
     plan_config(args, PlanConfig())  # validate the options before loading anything
-    plan = plan_config(args, load_plan_config(args.model)) if Path(args.model).is_dir() \
-        else PlanConfig()
+    defaults = load_defaults(args.model) if Path(args.model).is_dir() else None
+    plan = plan_config(args, defaults.plan) if defaults else PlanConfig()
+    protocol = args.protocol or (defaults.protocol if defaults else "da")
     config = EvalConfig(model=str(args.model), tasks=args.tasks, lengths=args.lengths,
                         policies=args.policies, samples=args.samples, seed=args.seed,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         engine=args.engine, bound_sections=args.bound_sections,
                         plan=dataclasses.asdict(plan),
-                        prompt=load_prompt_options(args.model) if Path(args.model).is_dir()
-                        else {},
-                        weights=weights_fingerprint(args.model))
+                        prompt=defaults.prompt if defaults and protocol == "brackets" else {},
+                        weights=weights_fingerprint(args.model), protocol=protocol)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
     engine = make_engine(args.engine, args.model, args.device, plan.block_size)

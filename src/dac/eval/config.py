@@ -101,6 +101,8 @@ class EvalConfig:
     weights: str = ""
     #: section-bounded decoding (:mod:`dac.protocol.constraint`); ``--no-bound-sections``
     bound_sections: bool = True
+    #: the attention protocol of the prompts (:mod:`dac.protocol.base`): brackets, da, vanilla
+    protocol: str = "brackets"
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks)
@@ -117,6 +119,9 @@ class EvalConfig:
 
         if set(self.prompt) - set(PROMPT_OPTIONS):
             raise ValueError(f"unknown prompt options: {sorted(set(self.prompt))}")
+        from ..protocol.base import get_protocol
+
+        get_protocol(self.protocol)  # a ValueError naming the known ones
 
     @property
     def plan_config(self) -> PlanConfig:
@@ -134,6 +139,7 @@ class EvalConfig:
                 "max_new_tokens": self.max_new_tokens, "engine": self.engine, "plan": self.plan,
                 "bound_sections": self.bound_sections,
                 **({"prompt": self.prompt} if self.prompt else {}),
+                **({"protocol": self.protocol} if self.protocol != "brackets" else {}),
                 **({"weights": self.weights} if self.weights else {})}
 
     def to_dict(self) -> dict[str, Any]:

@@ -164,4 +164,9 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
         "generated_tokens": len(result.generated_ids),
         "wall_s": round(wall_s, 4),
         "policy_report": result.policy_report or None,  # e.g. whether "+safety" fired
+        "protocol": getattr(layout, "protocol", "brackets"),
+        "stats": result.stats(),  # attended tokens, decode steps, modes, focus, termination
+        # per-head policies: per step, the share of layers x KV heads that read each block
+        "block_share": [{str(b): v for b, v in sh.items()} for sh in result.block_share]
+        or None,
     }

@@ -20,7 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.colors import LinearSegmentedColormap, ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..tasks import FAMILIES  # noqa: E402
@@ -125,14 +125,22 @@ def _k(n: int) -> str:
 
 
 def plot_timeline(records: list[dict[str, Any]], path: Path) -> None:
-    """One panel per policy: x = decode step, y = context position; kept blocks shaded."""
+    """One panel per policy: x = decode step, y = context position; kept blocks shaded (for
+    a per-head policy such as Quest, by the share of layers and KV heads that read them)."""
     fig, axes = plt.subplots(1, len(records), figsize=(3.6 * len(records) + 1, 5.2),
                              squeeze=False, sharey=True)
     cmap = ListedColormap(["#f4f4f4", "#3b75af"]).with_extremes(bad="white")
+    # per-head policies: from unread (light) to read by every layer and KV head (dark)
+    shades = LinearSegmentedColormap.from_list("share", ["#f4f4f4", "#3b75af"]).with_extremes(
+        bad="white")
     r0 = records[0]
     for ax, rec in zip(axes.flat, records):
         bs = rec["block_size"]
-        steps = expand_blocks(rec["blocks"]) if rec.get("blocks") else []
+        steps: list[dict[int, float]] = []
+        if rec.get("blocks"):
+            steps = [{b: 1.0 for b in kept} for kept in expand_blocks(rec["blocks"])]
+        elif rec.get("block_share"):  # per-head policies: the share of heads reading a block
+            steps = [{int(b): v for b, v in sh.items()} for sh in rec["block_share"]]
         n_steps = len(rec["kv"]["per_step"])
         total = rec["prompt_tokens"] + n_steps
         nb = -(-total // bs)
@@ -141,13 +149,16 @@ def plot_timeline(records: list[dict[str, Any]], path: Path) -> None:
 
             img = np.zeros((nb, len(steps)))
             for j, kept in enumerate(steps):
-                img[[b for b in kept if b < nb], j] = 1
+                for b, v in kept.items():
+                    if b < nb:
+                        img[b, j] = v
                 # blocks past this step's cache length do not exist yet: leave them blank
                 img[-(-(rec["prompt_tokens"] + j + 1) // bs):, j] = np.nan
-            ax.imshow(img, aspect="auto", cmap=cmap, vmin=0, vmax=1, interpolation="nearest",
+            ax.imshow(img, aspect="auto", cmap=shades if rec.get("block_share") else cmap,
+                      vmin=0, vmax=1, interpolation="nearest",
                       extent=(-0.5, len(steps) - 0.5, nb * bs, 0))
         else:
-            ax.text(0.5, 0.5, "per-head selection:\nkept blocks not drawn\n(see cost)",
+            ax.text(0.5, 0.5, "per-head selection:\nnot measured by this engine\n(see cost)",
                     transform=ax.transAxes, ha="center", va="center", fontsize=9,
                     bbox={"facecolor": "white", "edgecolor": "#999999"}, zorder=10)
             ax.set_xlim(-0.5, max(n_steps, 1) - 0.5)

@@ -112,10 +112,22 @@ def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
     return write_metrics(out)
 
 
+def layout_for(sample: Sample, tokenizer: Any, protocol: str = "brackets",
+               prompt_options: Mapping[str, Any] | None = None) -> Any:
+    """The sample's prompt under ``protocol``: its sections as numbered sections (brackets,
+    with the model's prompt options) or one magic chunk each (da), or inline (vanilla)."""
+    if protocol == "brackets":
+        return sample.layout(tokenizer, **(prompt_options or {}))
+    from ..protocol.base import get_protocol
+
+    return get_protocol(protocol).build_prompt(tokenizer, list(sample.sections), sample.question)
+
+
 def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: PlanConfig,
                 *, max_new_tokens: int, prompt_options: Mapping[str, Any] | None = None,
                 bound_sections: bool = True, batch_size: int = 4,
-                advance: Callable[[int], Any] | None = None) -> list[dict[str, Any]]:
+                advance: Callable[[int], Any] | None = None,
+                protocol: str = "brackets") -> list[dict[str, Any]]:
     """Generate for ``samples`` under ``policy`` in batches of ``batch_size``: one record
     (:func:`~dac.eval.records.make_record`) per sample, in order.
 
@@ -133,7 +145,7 @@ def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: 
     records: list[dict[str, Any]] = []
     for i in range(0, len(samples), batch_size):
         batch = list(samples[i:i + batch_size])
-        layouts = [s.layout(engine.tokenizer, **(prompt_options or {})) for s in batch]
+        layouts = [layout_for(s, engine.tokenizer, protocol, prompt_options) for s in batch]
         evidence = [s.evidence_spans(lay) for s, lay in zip(batch, layouts)]
         t0 = time.perf_counter()
         results = engine.generate(layouts, policy=policy, config=config,
@@ -153,7 +165,8 @@ def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: 
               advance: Callable[[int], Any]) -> None:
     records = run_samples(engine, samples, policy, cfg, max_new_tokens=config.new_tokens(task),
                           prompt_options=config.prompt, bound_sections=config.bound_sections,
-                          batch_size=config.batch_size, advance=advance)
+                          batch_size=config.batch_size, advance=advance,
+                          protocol=config.protocol)
     path = cell_path(out, task, length, policy)
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w") as f:

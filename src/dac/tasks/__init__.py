@@ -18,8 +18,8 @@ from . import aggregation, local, multi, retrieval
 from .core import FAMILIES, LENGTH_TOLERANCE, Draft, Sample, TaskSpec, realize
 from .scoring import first_integer, match_all, match_part
 
-__all__ = ["FAMILIES", "LENGTH_TOLERANCE", "Draft", "Sample", "TASKS", "TaskSpec",
-           "make_sample", "resolve_tasks", "score"]
+__all__ = ["FAMILIES", "LENGTH_TOLERANCE", "RULER_NAMES", "Draft", "Sample", "TASKS",
+           "TaskSpec", "make_sample", "resolve_tasks", "score", "task_table"]
 
 
 def _spec(fn, family: str, scorer, max_new_tokens: int, unit: str = "words") -> TaskSpec:
@@ -55,6 +55,22 @@ TASKS: dict[str, TaskSpec] = {s.name: s for s in [
 ]}
 
 _ = match_part  # exported for users of the scoring module
+
+
+#: RULER's name for the tasks that are RULER's (same haystack, needle and question style)
+RULER_NAMES: dict[str, str] = {
+    "niah_single_noise": "niah_single_1", "niah_single_prose": "niah_single_2",
+    "niah_single_uuid": "niah_single_3", "niah_multikey": "niah_multikey_1",
+    "niah_multikey_dense": "niah_multikey_3", "niah_multivalue": "niah_multivalue",
+    "niah_multiquery": "niah_multiquery", "variable_tracking": "vt",
+    "common_words": "cwe", "frequent_words": "fwe",
+}
+
+
+def task_table() -> list[dict[str, str]]:
+    """One row per task: its name, family, RULER's name (when it is RULER's) and what it is."""
+    return [{"task": t.name, "family": t.family, "ruler": RULER_NAMES.get(t.name, ""),
+             "description": t.description} for t in TASKS.values()]
 
 
 def resolve_tasks(spec: str | list[str] | None) -> list[str]:
