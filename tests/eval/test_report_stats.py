@@ -54,7 +54,7 @@ def test_small_runs_are_flagged_and_errors_shown():
     json.dumps(big)  # a plain string
 
 
-def test_quest_timelines_draw_the_share_of_heads(tmp_path, llama, tokenizer):
+def test_quest_timelines_draw_the_share_of_heads(tmp_path, tokenizer):
     """A per-head policy's records carry, per step, the share of layers and KV heads that
     read each block; the timeline draws them instead of an empty panel."""
     import matplotlib.image
@@ -62,12 +62,15 @@ def test_quest_timelines_draw_the_share_of_heads(tmp_path, llama, tokenizer):
     from dac.engines.base import HFEngine
     from dac.eval.report import plot_timeline
     from dac.eval.runner import run_samples
+    from dac.models import tiny_model
     from dac.planning import PlanConfig
     from dac.tasks import make_sample
 
     samples = [make_sample("passkey", tokenizer, 512, 0)]
     cfg = PlanConfig(block_size=32)
-    (rec,) = run_samples(HFEngine(llama, tokenizer), samples, "quest:budget=0.2", cfg,
+    llama = tiny_model("llama", vocab_size=len(tokenizer), seed=1)  # does not stop at once
+    (rec,) = run_samples(HFEngine(llama, tokenizer), samples, "quest:budget=0.2,dense_layers=0",
+                         cfg,
                          max_new_tokens=4)
     assert rec["blocks"] is None and rec["block_share"]
     shares = [v for step in rec["block_share"] for v in step.values()]
