@@ -144,7 +144,11 @@ def test_bad_arguments_exit_nonzero(capsys):
 def test_demo_runs_end_to_end(tmp_path, capsys):
     rc = main(["demo", "--length", "512", "--out", str(tmp_path), "--json"])
     assert rc == 0
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    # no loader or writer progress bars of transformers in the output (the spinner draws on
+    # a terminal only)
+    assert "it/s" not in captured.err and "Loading" not in captured.err
     assert set(out["runs"]) == {"dac", "full"}
     assert (tmp_path / "demo.json").is_file()
     assert (tmp_path / "timeline.png").stat().st_size > 1000

@@ -249,3 +249,40 @@ def test_layout_of_adversarial_prompts(sections, question):
     (q,) = lay.protected
     assert lay.sections[-1].end <= q.start <= q.end == n
     assert question.strip() in lay.text[lay.offsets[q.start][0]:]
+
+
+#: Unicode decimal digits that are not ASCII (full-width, Arabic-Indic, Devanagari, Bengali)
+OTHER_DIGITS = st.sampled_from("０１２３４５６７８９٠١٢٣٤٥٦٧٨٩०१२३४५६७८९০১২৩")
+
+
+@FUZZ
+@given(mode=st.sampled_from(["focus S", "focus ", "local "]), digits=st.lists(
+    st.one_of(OTHER_DIGITS, st.sampled_from("0123456789")), min_size=1, max_size=4))
+def test_only_ascii_digits_anywhere(mode, digits):
+    """A directive number with any non-ASCII digit is garbage in every mode (global after it);
+    all-ASCII numbers parse."""
+    text = "[[" + mode + "".join(digits) + "]]"
+    p = StreamingParser(9)
+    (ev,) = p.feed(text, 0)
+    if any(not d.isascii() for d in digits):
+        assert ev.kind == "garbage" and p.current == GLOBAL
+    else:  # well-formed, or a zero (an empty focus region, or a local window of 0)
+        zero = int("".join(digits)) == 0
+        assert ev.kind in ("directive", "unknown_section") or zero
+
+
+@FUZZ
+@given(n=st.integers(1, 12), keep=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+       big=st.lists(st.integers(13, 10 ** 12), min_size=1, max_size=3))
+def test_out_of_range_sections_are_dropped_whatever_their_size(n, keep, big):
+    """docs/protocol.md: a focus on sections that partly exist keeps the existing ones;
+    sections past the prompt are dropped however many digits they have."""
+    valid = [k for k in keep if k <= n]
+    regions = ", ".join(f"S{k}" for k in [*keep, *big])
+    p = StreamingParser(n)
+    (ev,) = p.feed(f"[[focus {regions}]]", 0)
+    if valid:
+        assert ev.kind in ("unknown_section", "directive") and p.current.mode is Mode.FOCUS
+        assert p.current.sections() == sorted(set(valid))
+    else:
+        assert ev.kind == "unknown_section" and p.current == GLOBAL
