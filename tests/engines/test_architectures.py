@@ -11,6 +11,7 @@ from dac.engines.fast import FastDecoder
 from dac.engines.hf import DACSession, UnsupportedModelError, check_supported, generate
 from dac.planning import PlanConfig
 from dac.protocol.context import PromptLayout
+from tests.helpers import IdsTokenizer
 
 CONFIGS = {
     "gpt_neox": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
@@ -27,19 +28,6 @@ CONFIGS = {
                     layer_types=["full_attention", "full_attention"], sliding_window=64),
 }
 CFG = PlanConfig(block_size=8, sink_tokens=8, window=8, local_window=16)
-
-
-class Ids:
-    """A tokenizer stand-in: ids are their own text (these tests read logits, not words)."""
-
-    eos_token_id = None
-    pad_token_id = 0
-
-    def decode(self, ids, **kwargs):
-        return " ".join(map(str, ids))
-
-    def convert_ids_to_tokens(self, ids):
-        return [str(i) for i in ids]
 
 
 def build(name):
@@ -61,7 +49,7 @@ def test_exact_architectures_keep_all_equals_plain_decoding(name):
               pad_token_id=0)
     with torch.no_grad():
         ref = model.generate(ids, **kw)
-        with DACSession(model, Ids(), [lay], "full", CFG) as s:
+        with DACSession(model, IdsTokenizer(), [lay], "full", CFG) as s:
             got = model.generate(ids, **kw)
             s.finish(got.sequences[:, ids.shape[1]:].tolist())
     for a, b in zip(got.logits, ref.logits):
@@ -72,15 +60,15 @@ def test_exact_architectures_keep_all_equals_plain_decoding(name):
 @pytest.mark.parametrize("name", ["gpt_neox", "deepseek_v3"])
 def test_dac_runs_and_reads_less(name):
     model = build(name)
-    res = generate(model, Ids(), [layout()], policy="streaming", config=CFG, max_new_tokens=4)[0]
+    res = generate(model, IdsTokenizer(), [layout()], policy="streaming", config=CFG, max_new_tokens=4)[0]
     assert len(res.steps) == 3 and res.fraction < 1.0
 
 
 def test_fast_engine_equals_reference_on_gpt_neox():
     model, lay = build("gpt_neox"), layout()
-    ref = generate(model, Ids(), [lay], policy="streaming", config=CFG, max_new_tokens=5)
+    ref = generate(model, IdsTokenizer(), [lay], policy="streaming", config=CFG, max_new_tokens=5)
     got = FastDecoder(model, batch_size=1, max_len=256, policy="streaming", config=CFG).generate(
-        Ids(), [lay], max_new_tokens=5)
+        IdsTokenizer(), [lay], max_new_tokens=5)
     assert got[0].generated_ids == ref[0].generated_ids
     assert [s.read for s in got[0].steps] == [s.read for s in ref[0].steps]
 

@@ -25,6 +25,7 @@ from dac.engines.support import global_layers, layer_kinds
 from dac.kernels.reference import dense_masked_reference
 from dac.planning import PlanConfig, Policy, normalize, num_blocks
 from dac.protocol.context import PromptLayout
+from tests.helpers import IdsTokenizer
 
 BS = 8
 CFG = PlanConfig(block_size=BS, sink_tokens=8, window=8, local_window=16)
@@ -39,19 +40,6 @@ CONFIGS = {
                          linear_key_head_dim=8, linear_value_head_dim=8,
                          linear_conv_kernel_dim=4),
 }
-
-
-class Ids:
-    """A tokenizer stand-in: these tests read logits and caches, not words."""
-
-    eos_token_id = None
-    pad_token_id = 0
-
-    def decode(self, ids, **kwargs):
-        return " ".join(map(str, ids))
-
-    def convert_ids_to_tokens(self, ids):
-        return [str(i) for i in ids]
 
 
 def build(name: str) -> Any:
@@ -125,7 +113,7 @@ def dac_run(model, lay, policy, steps=8):
     ids = torch.tensor([lay.input_ids])
     kw = dict(max_new_tokens=steps, min_new_tokens=steps, do_sample=False, output_logits=True,
               return_dict_in_generate=True, pad_token_id=0)
-    with torch.no_grad(), DACSession(model, Ids(), [lay], policy, CFG) as s:
+    with torch.no_grad(), DACSession(model, IdsTokenizer(), [lay], policy, CFG) as s:
         out = model.generate(ids, **kw)
         s.finish(out.sequences[:, ids.shape[1]:].tolist())
     return out, s
@@ -191,7 +179,7 @@ def test_random_keep_sets_equal_a_dense_reference_in_the_global_layers_only(name
 @pytest.mark.parametrize("policy", ["dac", "streaming", "quest:budget=0.3", "oracle:budget=0.3"])
 def test_every_policy_runs_and_counts_the_global_layers(name, policy):
     model = build(name)
-    res = generate(model, Ids(), [layout()], policy=policy, config=CFG, max_new_tokens=5,
+    res = generate(model, IdsTokenizer(), [layout()], policy=policy, config=CFG, max_new_tokens=5,
                    min_new_tokens=5, bound_sections=False)[0]  # (no directive tokens here)
     assert len(res.steps) == 4 and all(0 < st.read <= st.length for st in res.steps)
     if policy.startswith(("streaming", "quest", "oracle")):

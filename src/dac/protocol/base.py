@@ -168,6 +168,31 @@ def render_chat(tokenizer: Any, messages: list[dict[str, Any]], *,
         return tokenizer.apply_chat_template([first, *messages[2:]], **kwargs)
 
 
+def render_turn(tokenizer: Any, system: str, user: str, thinking: bool) -> tuple[str, bool]:
+    """A system + user exchange through the tokenizer's chat template (with a generation
+    prompt), or as plain text without one; and whether a template rendered it."""
+    if getattr(tokenizer, "chat_template", None):
+        return render_chat(tokenizer, [{"role": "system", "content": system},
+                                       {"role": "user", "content": user}],
+                           thinking=thinking), True
+    return f"{system}\n\n{user}\n", False
+
+
+def fill_layout(tokenizer: Any, rendered: str, items: Sequence[str], question: str, *,
+                templated: bool, protocol: str, delivery: str,
+                headers: Sequence[int] | None = None) -> PromptLayout:
+    """Put the items (slots ``c1``.. ``cN``) and the question (``q``) into ``rendered``,
+    tokenize once, and make item ``k`` section ``k`` (``headers``: characters of a header
+    before each item that belong to its section)."""
+    values = {f"c{k}": c for k, c in enumerate(items, 1)}
+    values["q"] = question
+    text, ranges = fill_slots(rendered, values)
+    layout = tokenize_text(tokenizer, text, add_special_tokens=not templated,
+                           protocol=protocol, delivery=delivery)
+    place_sections(layout, [ranges[f"c{k}"] for k in range(1, len(items) + 1)], headers)
+    return layout
+
+
 def tokenize_text(tokenizer: Any, text: str, *, add_special_tokens: bool,
                   protocol: str, delivery: str) -> PromptLayout:
     """A layout holding ``text``'s tokens and offsets, spans still empty."""

@@ -62,12 +62,12 @@ from .base import (
     SlotError,
     check_question,
     extract_answer,
+    fill_layout,
     fill_slots,
-    place_sections,
     register_protocol,
     render_chat,
+    render_turn,
     slot,
-    tokenize_text,
 )
 from .chunks import EMPTY_CHUNK, segment
 from .context import PromptLayout
@@ -417,21 +417,12 @@ class DAProtocol(Protocol):
         if rendered is None:
             body = "\n\n".join(f"{chunk_header(k)}\n{slot(f'c{k}')}"
                                for k in range(1, len(chunks) + 1))
-            user = f"{INLINE_INTRO}\n\n{body}\n\n{final}"
-            if templated:
-                rendered = render_chat(tokenizer, [{"role": "system", "content": system},
-                                                   {"role": "user", "content": user}],
-                                       thinking=thinking)
-            else:
-                rendered = f"{system}\n\n{user}\n"
-        values = {f"c{k}": c for k, c in enumerate(chunks, 1)}
-        values["q"] = q
-        text, ranges = fill_slots(rendered, values)
-        layout = tokenize_text(tokenizer, text, add_special_tokens=not templated,
-                               protocol=self.name, delivery=used)
-        n = len(chunks)
-        place_sections(layout, [ranges[f"c{k}"] for k in range(1, n + 1)],
-                       [len(chunk_header(k)) + 1 for k in range(1, n + 1)])
+            rendered, _ = render_turn(tokenizer, system, f"{INLINE_INTRO}\n\n{body}\n\n{final}",
+                                      thinking)
+        layout = fill_layout(tokenizer, rendered, chunks, q, templated=templated,
+                             protocol=self.name, delivery=used,
+                             headers=[len(chunk_header(k)) + 1
+                                      for k in range(1, len(chunks) + 1)])
         if layout.sections[0].start < SINK_TOKENS:
             raise ValueError(f"magic chunk 1 starts at token {layout.sections[0].start}, "
                              f"inside the {SINK_TOKENS}-token attention sink")

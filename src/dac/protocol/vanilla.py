@@ -20,12 +20,10 @@ from .base import (
     Protocol,
     check_question,
     extract_answer,
-    fill_slots,
-    place_sections,
+    fill_layout,
     register_protocol,
-    render_chat,
+    render_turn,
     slot,
-    tokenize_text,
 )
 from .chunks import EMPTY_CHUNK
 from .context import PromptLayout
@@ -72,19 +70,9 @@ class VanillaProtocol(Protocol):
         items = [c if c.strip() else EMPTY_CHUNK for c in items] or [EMPTY_CHUNK]
         doc = "\n\n".join(slot(f"c{k}") for k in range(1, len(items) + 1))
         user = f"Document:\n{doc}\n\nQuestion:\n{slot('q')}\n\n{VANILLA_INSTRUCTION}"
-        templated = bool(getattr(tokenizer, "chat_template", None))
-        if templated:
-            rendered = render_chat(tokenizer, [{"role": "system", "content": system},
-                                               {"role": "user", "content": user}],
-                                   thinking=thinking)
-        else:
-            rendered = f"{system}\n\n{user}\n"
-        values = {f"c{k}": c for k, c in enumerate(items, 1)}
-        values["q"] = q
-        text, ranges = fill_slots(rendered, values)
-        layout = tokenize_text(tokenizer, text, add_special_tokens=not templated,
-                               protocol=self.name, delivery="inline")
-        place_sections(layout, [ranges[f"c{k}"] for k in range(1, len(items) + 1)])
+        rendered, templated = render_turn(tokenizer, system, user, thinking)
+        layout = fill_layout(tokenizer, rendered, items, q, templated=templated,
+                             protocol=self.name, delivery="inline")
         return layout
 
     def parser(self, layout: PromptLayout) -> VanillaParser:
