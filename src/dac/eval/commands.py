@@ -86,7 +86,7 @@ def make_engine(name: str, model_path: str, device: str | None, block_size: int)
 
 def check_fits(engine: Any, config: Any) -> None:
     """Refuse lengths the model cannot hold before spending time on other cells."""
-    from ..engines.hf.generate import max_positions
+    from ..engines.support import max_positions
     from ..tasks import LENGTH_TOLERANCE
 
     model = getattr(engine, "model", None)
