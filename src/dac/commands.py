@@ -105,6 +105,33 @@ def add_parser(sub: Any) -> None:
     add_sampling_args(p)
     p.set_defaults(handler=run_generate)
 
+    m = sub.add_parser("model-info", help="a model's decode cost constants from its config",
+                       description="Global layers, their KV bytes per token, and the fixed "
+                       "bytes the sliding-window or linear-attention layers read per decode "
+                       "step (bf16), from a config.json or a model directory.")
+    m.add_argument("config", help="config.json or a model directory")
+    m.add_argument("--json", action="store_true", help="print one JSON object")
+    m.set_defaults(handler=run_model_info)
+
+
+def run_model_info(args: argparse.Namespace) -> int:
+    from .costs import cost_constants, read_config
+
+    info = cost_constants(read_config(args.config))
+    if args.json:
+        json.dump(info, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    kinds = [f"{info['global_layers']} global"]
+    if info["sliding_layers"]:
+        kinds.append(f"{info['sliding_layers']} sliding-window (window {info['sliding_window']})")
+    if info["linear_layers"]:
+        kinds.append(f"{info['linear_layers']} linear-attention")
+    print(f"layers: {info['layers']} ({', '.join(kinds)})")
+    print(f"global KV per token: {info['global_kv_bytes_per_token']:,} B")
+    print(f"local read per decode step: {info['local_bytes_per_step'] / 1e6:,.2f} MB")
+    return 0
+
 
 def run_generate(args: argparse.Namespace) -> int:
     from .engines.hf import generate
