@@ -57,10 +57,19 @@ def cost_constants(cfg: dict[str, Any], dtype_bytes: int = DTYPE_BYTES) -> dict[
     unknown = sorted(set(counts) - {"full_attention", "sliding_attention", "linear_attention"})
     if unknown:
         raise ValueError(f"layer types {', '.join(unknown)} have no cost model here")
-    n_global = counts.get("full_attention", 0)
-    per_token = n_global * 2 * g_hkv * g_d * dtype_bytes
+    overrides = t.get("per_layer_config") or {}  # a loaded Gemma-4 config keeps them here
     window = int(t.get("sliding_window") or 0)
-    window_bytes = counts.get("sliding_attention", 0) * window * 2 * hkv * d * dtype_bytes
+    per_token = window_bytes = 0
+    for i, kind in enumerate(types):
+        over = overrides.get(str(i)) or overrides.get(i) or {}  # type: ignore[call-overload]
+        full = kind == "full_attention"
+        kv_heads = int(over.get("num_key_value_heads") or (g_hkv if full else hkv))
+        size = int(over.get("head_dim") or (g_d if full else d))
+        if full:
+            per_token += 2 * kv_heads * size * dtype_bytes
+        elif kind == "sliding_attention":
+            window_bytes += window * 2 * kv_heads * size * dtype_bytes
+    n_global = counts.get("full_attention", 0)
     linear_bytes = 0
     if counts.get("linear_attention"):
         nk, nv = int(t["linear_num_key_heads"]), int(t["linear_num_value_heads"])

@@ -205,3 +205,15 @@ def test_unknown_layer_types_are_refused():
     model.config.layer_types = ["chunked_attention"] * 3 + ["full_attention"]
     with pytest.raises(UnsupportedModelError, match="chunked_attention"):
         check_supported(model)
+
+
+def test_stats_report_the_global_kv_and_the_fixed_read_beside_it():
+    """Attended tokens count the global layers; the bytes of the other layers' fixed per-step
+    read (sliding window) are reported beside them."""
+    model = build("gemma4_text")
+    res = generate(model, IdsTokenizer(), [layout()], policy="streaming", config=CFG,
+                   max_new_tokens=4, min_new_tokens=4, bound_sections=False)[0]
+    st = res.stats()
+    assert res.costs["global_kv_bytes_per_token"] == 2 * 2 * 32 * 2  # its own head size
+    assert st["global_kv_bytes"] == round(res.kv_read * 256)
+    assert st["local_bytes"] == 3 * (3 * 16 * 2 * 2 * 16 * 2)  # 3 steps x 3 windows of 16

@@ -37,7 +37,7 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
         out.pop("evidence_recall")
         out.pop("block_share", None)  # per-head shares: measured by the reference engine only
         out["stats"] = {k: v for k, v in out["stats"].items()
-                        if k not in ("attended_tokens", "per_step_ratio")}  # as the reads
+                        if k not in ("attended_tokens", "per_step_ratio", "global_kv_bytes")}
         out["kv"] = {k: v for k, v in out["kv"].items()
                      if k not in ("recall_per_step", "read", "fraction", "per_step")}
     return out

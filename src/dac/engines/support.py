@@ -111,3 +111,14 @@ def pad_token_id(tokenizer: Any) -> int:
         if tid is not None:
             return int(tid)
     return 0
+
+
+def model_costs(model: Any) -> dict[str, Any] | None:
+    """:func:`dac.costs.cost_constants` of a loaded model (``None`` when its config has no
+    cost model: a layer type without one)."""
+    from ..costs import cost_constants
+
+    try:
+        return cost_constants(model.config.to_dict())
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -22,12 +22,14 @@ class BatchRuntime:
 
     def __init__(self, layouts: Sequence[PromptLayout], tokenizer: Any, eos_ids: set[int],
                  policy: Policy, config: PlanConfig,
-                 evidence: Sequence[Sequence[Span]] | None = None, record_blocks: bool = True):
+                 evidence: Sequence[Sequence[Span]] | None = None, record_blocks: bool = True,
+                 costs: dict[str, Any] | None = None):
         evidence = evidence if evidence is not None else [[] for _ in layouts]
         if len(evidence) != len(layouts):
             raise ValueError("evidence must have one entry per layout")
         self.policy = policy
         self.config = config
+        self.costs = costs  # the model's cost constants, passed on to the results
         self.seqs = [SequenceRuntime(lay, tokenizer, eos_ids, ev, row=b,
                                      record_blocks=record_blocks)
                      for b, (lay, ev) in enumerate(zip(layouts, evidence))]
@@ -104,6 +106,8 @@ class BatchRuntime:
         out = []
         for b, (s, ids) in enumerate(zip(self.seqs, generated)):
             s.finish(ids)
-            out.append(s.result(policy_report=self.policy.report(b), token_ids=list(ids)))
+            res = s.result(policy_report=self.policy.report(b), token_ids=list(ids))
+            res.costs = self.costs
+            out.append(res)
         return out
 

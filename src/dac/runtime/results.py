@@ -81,6 +81,8 @@ class GenerationResult(KVReads):
     #: the sequence ended (EOS) within its token budget
     terminated: bool = False
     protocol: str = "brackets"  # the protocol whose prompt and parser produced it
+    #: the model's cost constants (:func:`dac.costs.cost_constants`) when the engine knows them
+    costs: dict[str, Any] | None = field(repr=False, default=None)
 
     def stats(self) -> dict[str, Any]:
         """Per-response accounting, as the paper reports it: attended tokens (KV positions read
@@ -98,7 +100,16 @@ class GenerationResult(KVReads):
                 "focus_attempts": len(attempts),
                 "focus_success": sum(e.applied is not None and e.applied.mode.value == "focus"
                                      for e in attempts),
-                "terminated": self.terminated}
+                "terminated": self.terminated} | self._bytes()
+
+    def _bytes(self) -> dict[str, Any]:
+        """Bytes read while decoding: the global layers' KV (attended tokens x KV bytes per
+        token) and, beside it, the fixed per-step read of the sliding-window or
+        linear-attention layers of a hybrid (decode steps x their state)."""
+        if not self.costs:
+            return {}
+        return {"global_kv_bytes": round(self.kv_read * self.costs["global_kv_bytes_per_token"]),
+                "local_bytes": len(self.steps) * self.costs["local_bytes_per_step"]}
 
     def timeline(self) -> list[dict[str, Any]]:
         out = []

@@ -20,7 +20,7 @@ from ...planning.blocks import PlanConfig
 from ...protocol.constraint import ban_mask, section_bans
 from ...protocol.context import PromptLayout, Span
 from ...runtime import BatchRuntime, GenerationResult, Sampling, check_fits, model_eos_ids
-from ..support import check_supported, pad_token_id
+from ..support import check_supported, model_costs, pad_token_id
 from .quest import DeviceQuest
 from .static import StaticStep
 
@@ -60,6 +60,7 @@ class FastDecoder:
         self.account = account
         self.batch, self.max_len, self.k, self.v = batch_size, max_len, s.k, s.v
         self.lengths = [0] * batch_size
+        self.costs = model_costs(model)
         self.plans_ahead = 0  # steps that used the plan made during the previous step
         self.step_logits: list[torch.Tensor] = []
         self._staged: tuple[list[list[int]], list[int]] | None = None
@@ -129,7 +130,7 @@ class FastDecoder:
         check_fits(list(layouts), max_new_tokens, self.max_len, "max_len {limit}")
         eos = model_eos_ids(self.model, tokenizer)
         rt = BatchRuntime(layouts, tokenizer, eos, self.policy, self.config, evidence,
-                          record_blocks and not self.quest)
+                          record_blocks and not self.quest, self.costs)
         self.step_logits = []
         pick = _Picker(tokenizer, layouts, eos, bound_sections and self.policy.reads_directives,
                        logits_processor, self.step_logits if keep_logits else None,

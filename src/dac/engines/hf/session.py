@@ -35,7 +35,7 @@ from ...planning import Policy, get_policy
 from ...planning.blocks import PlanConfig, coverage, num_blocks
 from ...protocol.context import PromptLayout, Span
 from ...runtime import BatchRuntime, SequenceRuntime, StepRecord, bind, bound, model_eos_ids
-from ..support import attention_modules, check_supported, global_layers
+from ..support import attention_modules, check_supported, global_layers, model_costs
 
 ATTN_IMPLEMENTATION = "dac"
 
@@ -82,7 +82,7 @@ class DACSession:
         self.kernel = kernel
         self.runtime = BatchRuntime(layouts, tokenizer, model_eos_ids(model, tokenizer),
                                     self.policy, self.config, evidence,
-                                    record_blocks=record_blocks)
+                                    record_blocks=record_blocks, costs=model_costs(model))
         self.decoding = False
         self._prefilled = False
         self._stack: contextlib.ExitStack | None = None

@@ -72,6 +72,13 @@ class VLLMEngine:
 
         path = str(vcfg.model_config.model)
         self.defaults = load_defaults(path) if os.path.isdir(path) else None
+        from ...costs import cost_constants
+
+        try:  # the model's cost constants, for each result's byte accounting
+            self.costs: dict[str, Any] | None = cost_constants(
+                vcfg.model_config.hf_config.to_dict())
+        except (ValueError, KeyError, TypeError, AttributeError):
+            self.costs = None
 
     def sampling_params(self, layout: PromptLayout, *, policy: str | Policy, config: PlanConfig,
                         max_new_tokens: int, bound_sections: bool = True, **kwargs: Any) -> Any:
@@ -136,7 +143,9 @@ class VLLMEngine:
             opts = parse_options(sp.extra_args, kernel_block_size=self.block_size)
             assert opts is not None
             tr, _ = replay(opts, lay, self.tokenizer, ids, self.eos_ids, ev)
-            results.append(tr.result(token_ids=ids, logprobs=_sampled_logprobs(comp)))
+            res = tr.result(token_ids=ids, logprobs=_sampled_logprobs(comp))
+            res.costs = self.costs
+            results.append(res)
         return results
 
 
