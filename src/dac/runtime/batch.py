@@ -41,10 +41,6 @@ class BatchRuntime:
     def __len__(self) -> int:
         return len(self.seqs)
 
-    @property
-    def active(self) -> list[bool]:
-        return [not s.stopped for s in self.seqs]
-
     def start(self, prompt_lengths: Sequence[int] | None = None) -> None:
         """After prefill: KV lengths are the prompt lengths; the policy starts afresh."""
         if prompt_lengths is not None:
