@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "dac.commands",
     "dac.demo",
     "dac.eval.commands",
+    "dac.eval.judge_commands",
+    "dac.catalog.commands",
     "dac.train.commands",
     "dac.serve.commands",
 )

@@ -13,6 +13,9 @@ from ..commands import add_bound_arg, add_plan_args, add_protocol_arg, plan_conf
 
 #: the engines ``dac eval --engine`` runs on
 ENGINES = ("hf", "fast", "vllm")
+#: tokens a source's prompt adds to its context (the DA instruction is about 1,100, plus a
+#: tool turn per magic chunk): the budget a model's position limit leaves for the context
+PROMPT_OVERHEAD = 2048
 
 
 def add_parser(sub: Any) -> None:
@@ -21,12 +24,28 @@ def add_parser(sub: Any) -> None:
         description="Evaluate a model on the long-context tasks under several attention "
         "policies. Resumable: cells already finished in --out are skipped.")
     p.add_argument("--model", help="local transformers model directory")
-    p.add_argument("--tasks", default="all",
+    p.add_argument("--tasks", default=None,
                    help="comma list of tasks or families (retrieval, multi, aggregation, "
-                   "local); default all")
+                   "local); default all (none when --source is given)")
     p.add_argument("--lengths", default="4k", help="prompt lengths in tokens, e.g. 4k,8k,16k")
-    p.add_argument("--policies", default="full,dac,streaming,quest",
-                   help="policy specs, e.g. full,dac,streaming,quest:budget=0.2")
+    p.add_argument("--policies", default=None,
+                   help="policy specs, e.g. full,dac,streaming,quest:budget=0.2 (default "
+                   "full,dac,streaming,quest; with --source: --arms paper)")
+    p.add_argument("--arms", default=None,
+                   help="arms, each a prompt protocol and a policy: vanilla, da-nm, da (the "
+                   "paper's three; 'paper' is all three) or PROTOCOL/POLICY, e.g. "
+                   "vanilla,da-nm,da,da/quest:budget=0.1 (replaces --policies)")
+    p.add_argument("--source", action="append", default=[], metavar="NAME",
+                   help="a paper source (dac eval --list-sources); repeat or comma-separate. "
+                   "'all' is every source found in --data DIR")
+    p.add_argument("--data", action="append", default=[], metavar="PATH",
+                   help="the source's data file (one per --source, in order), or one folder "
+                   "holding each source's file under its published name (docs/sources.md). "
+                   "A RULER source without data is generated offline at --lengths")
+    p.add_argument("--budget", default="244k",
+                   help="sources: drop contexts over this many tokens (the evaluated model's "
+                   "tokenizer) before drawing --samples examples with --seed (default 244k, "
+                   "the paper's)")
     p.add_argument("--samples", type=int, default=10, help="samples per task and length")
     p.add_argument("--seed", type=int, default=0, help="first sample seed")
     p.add_argument("--batch-size", type=int, default=4)
@@ -43,6 +62,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", help="run folder (created; resumed if it exists)")
     p.add_argument("--list-tasks", action="store_true",
                    help="print the tasks (family, RULER's name where it is RULER's) and exit")
+    p.add_argument("--list-sources", action="store_true",
+                   help="print the paper sources (family, metric, expected file) and exit")
     p.add_argument("--report", action="store_true", help="also write the report at the end")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_protocol_arg(p)
@@ -93,12 +114,24 @@ def check_fits(engine: Any, config: Any) -> None:
     limit = max_positions(model) if model is not None else getattr(engine, "max_model_len", None)
     if limit is None:
         return
-    worst = max(int(n * (1 + LENGTH_TOLERANCE)) + max(config.new_tokens(t)
-                                                       for t in config.tasks)
-                for n in config.lengths)
-    if worst > limit:
-        raise ValueError(f"the model holds {limit} positions; the longest prompts need up to "
-                         f"{worst} (length + 5% + new tokens): lower --lengths")
+    generated = config.tasks + [s for s, data in config.sources.items() if not data]
+    if generated:
+        worst = max(int(n * (1 + LENGTH_TOLERANCE)) + max(config.new_tokens(t)
+                                                           for t in generated)
+                    for n in config.lengths)
+        if worst > limit:
+            raise ValueError(f"the model holds {limit} positions; the longest prompts need up "
+                             f"to {worst} (length + 5% + new tokens): lower --lengths")
+    if any(config.sources.values()):
+        room = limit - config.new_tokens("") - PROMPT_OVERHEAD
+        if room < 64:
+            raise ValueError(f"the model holds {limit} positions: too few for a source's "
+                             f"context and its {config.new_tokens('')} new tokens")
+        if config.budget > room:
+            print(f"dac: the model holds {limit} positions: the sources' budget is lowered "
+                  f"from {config.budget} to {room} tokens (its new tokens and "
+                  f"{PROMPT_OVERHEAD} for the prompt's instructions)", file=sys.stderr)
+            config.budget = room
 
 
 def list_tasks() -> None:
@@ -113,28 +146,99 @@ def list_tasks() -> None:
               f"{r['description']}")
 
 
+def list_sources() -> None:
+    """One line per paper source: name, family, span, metric, what it is."""
+    from .sources import list_sources as rows_of
+
+    rows = rows_of()
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'source':<{width}}  {'family':<12}  {'span':<6}  {'metric':<10}  description")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['family']:<12}  {r['span']:<6}  {r['metric']:<10}  "
+              f"{r['description']}")
+
+
+def source_data(names: list[str], data: list[str]) -> dict[str, str]:
+    """``--source``/``--data`` as ``{source: data file}`` (``""``: generated offline).
+
+    ``--data`` gives one file per source in order, or one folder where each source's file is
+    found under its published name; ``--source all`` takes every source found there."""
+    names = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    if not names:
+        if data:
+            raise ValueError("--data needs --source (dac eval --list-sources)")
+        return {}
+    from .sources import SOURCES, find_data
+    folder = Path(data[0]) if len(data) == 1 and Path(data[0]).is_dir() else None
+    if names == ["all"]:
+        if folder is None:
+            raise ValueError("--source all needs --data FOLDER")
+        found = {n: find_data(n, folder) for n in SOURCES}
+        out = {n: str(p) for n, p in found.items() if p is not None}
+        if not out:
+            raise ValueError(f"no source's data file found in {folder} (docs/sources.md)")
+        return out
+    for n in names:
+        if n not in SOURCES:
+            raise ValueError(f"unknown source {n!r}; see dac eval --list-sources")
+    if folder is not None:
+        out = {}
+        for n in names:
+            path = find_data(n, folder)
+            if path is None and not n.startswith("ruler."):
+                raise FileNotFoundError(f"no data file for {n} in {folder} (docs/sources.md "
+                                        "gives each source's file name)")
+            out[n] = str(path) if path is not None else ""
+        return out
+    if data and len(data) != len(names):
+        raise ValueError(f"{len(names)} --source but {len(data)} --data: give one data file "
+                         "per source, or one folder")
+    out = {}
+    for i, n in enumerate(names):
+        path = data[i] if data else ""
+        if not path and not n.startswith("ruler."):
+            raise ValueError(f"{n} needs --data: only RULER sources are generated offline")
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"--data {path}: no such file")
+        out[n] = path
+    return out
+
+
 def run_eval_command(args: argparse.Namespace) -> int:
     from ..models import load_defaults, weights_fingerprint
     from ..planning.blocks import PlanConfig
-    from .config import EvalConfig
+    from .config import EvalConfig, parse_arms, parse_length
     from .runner import run_eval
 
     if args.list_tasks:
         list_tasks()
         return 0
+    if args.list_sources:
+        list_sources()
+        return 0
     if not args.model or not args.out:
-        raise ValueError("dac eval needs --model and --out (or --list-tasks)")
+        raise ValueError("dac eval needs --model and --out (or --list-tasks, --list-sources)")
+    sources = source_data(args.source, args.data)
+    if args.arms and args.policies:
+        raise ValueError("give --arms or --policies, not both")
+    if args.arms:
+        policies = parse_arms(args.arms)
+    else:
+        policies = args.policies or ("paper" if sources else "full,dac,streaming,quest")
+        policies = parse_arms(policies)
+    tasks = args.tasks if args.tasks is not None else ("" if sources else "all")
     plan_config(args, PlanConfig())  # validate the options before loading anything
     defaults = load_defaults(args.model) if Path(args.model).is_dir() else None
     plan = plan_config(args, defaults.plan) if defaults else PlanConfig()
     protocol = args.protocol or (defaults.protocol if defaults else "da")
-    config = EvalConfig(model=str(args.model), tasks=args.tasks, lengths=args.lengths,
-                        policies=args.policies, samples=args.samples, seed=args.seed,
+    config = EvalConfig(model=str(args.model), tasks=tasks, lengths=args.lengths,
+                        policies=policies, samples=args.samples, seed=args.seed,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         engine=args.engine, bound_sections=args.bound_sections,
                         plan=dataclasses.asdict(plan),
                         prompt=defaults.prompt if defaults and protocol == "brackets" else {},
-                        weights=weights_fingerprint(args.model), protocol=protocol)
+                        weights=weights_fingerprint(args.model), protocol=protocol,
+                        sources=sources, budget=parse_length(args.budget))
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
     engine = make_engine(args.engine, args.model, args.device, plan.block_size)

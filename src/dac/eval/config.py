@@ -9,9 +9,14 @@ from typing import Any
 
 from ..planning.blocks import PlanConfig
 from ..planning import parse_policy
+from .arms import NAMED_ARMS, PAPER_ARMS, check_arm
 from ..tasks import TASKS, resolve_tasks
 
 SCHEMA = "dac.eval.config/1"
+#: the paper's context budget: contexts over 244K tokens are dropped
+DEFAULT_BUDGET = 244 * 1024
+#: answer budget of a source's example (the suite's tasks have their own)
+SOURCE_NEW_TOKENS = 1024
 _LEN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
 
 
@@ -51,15 +56,29 @@ def parse_policies(text: str | list[str]) -> list[str]:
         spec = it.strip()
         if not spec:
             continue
-        name, _, opts = spec.partition(":")
-        spec = name.strip().lower() + (":" + opts.replace("+", ",").replace(";", ",") if opts
-                                       else "")
-        parse_policy(spec)  # raises ValueError with the accepted names
+        if spec.lower() in NAMED_ARMS:
+            spec = spec.lower()
+        else:
+            proto, slash, policy = spec.rpartition("/") if "/" in spec else ("", "", spec)
+            name, _, opts = policy.partition(":")
+            policy = name.strip().lower() + (":" + opts.replace("+", ",").replace(";", ",")
+                                             if opts else "")
+            parse_policy(policy)  # raises ValueError with the accepted names
+            spec = f"{proto.strip().lower()}/{policy}" if slash else policy
+            check_arm(spec)
         if spec not in out:
             out.append(spec)
     if not out:
         raise ValueError("no policy given")
     return out
+
+
+def parse_arms(text: str | list[str]) -> list[str]:
+    """``--arms``: named arms (``vanilla,da-nm,da``; ``paper`` is those three) and
+    ``PROTOCOL/POLICY`` pairs (:mod:`dac.eval.arms`)."""
+    items = text if isinstance(text, list) else _split_policies(str(text))
+    items = [a for it in items for a in (PAPER_ARMS if it.strip().lower() == "paper" else [it])]
+    return parse_policies(list(items))
 
 
 def _split_policies(text: str) -> list[str]:
@@ -103,9 +122,23 @@ class EvalConfig:
     bound_sections: bool = True
     #: the attention protocol of the prompts (:mod:`dac.protocol.base`): brackets, da, vanilla
     protocol: str = "brackets"
+    #: paper sources (:mod:`dac.eval.sources`): name -> data file ("": a RULER source
+    #: generated offline at each of ``lengths``)
+    sources: dict[str, str] = field(default_factory=dict)
+    #: the sources' selection: contexts over this many tokens (the evaluated model's
+    #: tokenizer) are dropped before drawing ``samples`` examples with ``seed``
+    budget: int = DEFAULT_BUDGET
 
     def __post_init__(self) -> None:
-        self.tasks = resolve_tasks(self.tasks)
+        self.tasks = resolve_tasks(self.tasks) if (self.tasks or not self.sources) else []
+        if self.sources:
+            from .sources import SOURCES
+
+            unknown = [s for s in self.sources if s not in SOURCES]
+            if unknown:
+                raise ValueError(f"unknown source {unknown[0]!r}; see dac eval --list-sources")
+        if self.budget < 64:
+            raise ValueError("--budget must be at least 64 tokens")
         self.lengths = parse_lengths(self.lengths)
         self.policies = parse_policies(self.policies)
         if self.samples < 1:
@@ -127,8 +160,14 @@ class EvalConfig:
     def plan_config(self) -> PlanConfig:
         return PlanConfig(**self.plan)
 
+    def source_lengths(self, name: str) -> list[int]:
+        """A source's cell lengths: the budget for a data file, the run's lengths for a RULER
+        source generated offline (no data file)."""
+        return [self.budget] if self.sources[name] else list(self.lengths)
+
     def new_tokens(self, task: str) -> int:
-        return self.max_new_tokens or TASKS[task].max_new_tokens
+        spec = TASKS.get(task)
+        return self.max_new_tokens or (spec.max_new_tokens if spec else SOURCE_NEW_TOKENS)
 
     def seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.samples))
@@ -140,6 +179,7 @@ class EvalConfig:
                 "bound_sections": self.bound_sections,
                 **({"prompt": self.prompt} if self.prompt else {}),
                 **({"protocol": self.protocol} if self.protocol != "brackets" else {}),
+                **({"budget": self.budget} if self.budget != DEFAULT_BUDGET else {}),
                 **({"weights": self.weights} if self.weights else {})}
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,14 @@
 * ``wall_s``: generation wall time of the cell (sample building excluded).
 * ``safety_fired``: for ``X+safety`` policies, share of samples whose safety net widened to
   global (``None`` for policies without a net).
+* the paper's figures (:func:`paper_stats`): ``attended_tokens`` per response,
+  ``per_step_ratio``, ``share_global/focus/local`` (of decode steps), ``focus_attempts`` per
+  response and ``focus_success`` (of attempts), ``non_terminating`` (share of responses that
+  hit the token cap) and ``accuracy_terminated`` (accuracy without them);
+  ``format_failures``: share of a source's responses with no ``<answer>`` (scored 0).
+
+A cell is a task (or paper source) x length (a source's: the selection budget) x arm
+(:mod:`dac.eval.arms`; the ``policy`` key holds the arm's label).
 
 Family and policy summaries average the cell values with equal weight per task; their
 ``accuracy_se`` is the standard error of that average (``sqrt(sum se_i^2) / k``).
@@ -28,7 +36,9 @@ from typing import Any
 SCHEMA = "dac.eval.metrics/1"
 CELL_FIELDS = ["task", "family", "length", "policy", "n", "accuracy", "accuracy_se", "cost",
                "evidence_recall", "adherence", "mode_match", "safety_fired", "wall_s",
-               "prompt_tokens", "decode_steps"]
+               "prompt_tokens", "decode_steps", "format_failures", "attended_tokens",
+               "per_step_ratio", "share_global", "share_focus", "share_local",
+               "focus_attempts", "focus_success", "non_terminating", "accuracy_terminated"]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -41,25 +51,66 @@ def _safety_fired(records: list[dict[str, Any]]) -> float | None:
     return sum(bool(x["fired"]) for x in nets) / len(nets) if nets else None
 
 
-def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
-    r0 = records[0]
-    scores = [r["score"] for r in records]
-    n = len(records)
+def _accuracy(scores: list[float]) -> tuple[float | None, float]:
+    n = len(scores)
+    if not n:
+        return None, 0.0
     acc = sum(scores) / n
     se = math.sqrt(sum((s - acc) ** 2 for s in scores) / (n - 1) / n) if n > 1 else 0.0
+    return acc, se
+
+
+def paper_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The paper's per-response figures, averaged over a cell's responses: attended tokens,
+    decode steps, the per-step ratio, the share of decode steps per mode, focus attempts per
+    response and their success rate, the share of responses that did not terminate, and the
+    accuracy without them."""
+    stats = [r.get("stats") or {} for r in records]
+    if not all(stats):
+        return dict.fromkeys(PAPER_FIELDS)
+    n = len(stats)
+    steps = sum(s["decode_steps"] for s in stats)
+    modes = {m: sum(s["mode_steps"].get(m, 0) for s in stats) for m in ("global", "focus",
+                                                                        "local")}
+    attempts = sum(s["focus_attempts"] for s in stats)
+    done = [r["score"] for r, s in zip(records, stats) if s.get("terminated", True)]
+    return {
+        "attended_tokens": sum(s["attended_tokens"] for s in stats) / n,
+        "per_step_ratio": sum(s["per_step_ratio"] for s in stats) / n,
+        **{f"share_{m}": (modes[m] / steps if steps else None) for m in modes},
+        "focus_attempts": attempts / n,
+        "focus_success": sum(s["focus_success"] for s in stats) / attempts if attempts else None,
+        "non_terminating": sum(not s.get("terminated", True) for s in stats) / n,
+        "accuracy_terminated": _accuracy(done)[0],
+    }
+
+
+PAPER_FIELDS = ["attended_tokens", "per_step_ratio", "share_global", "share_focus",
+                "share_local", "focus_attempts", "focus_success", "non_terminating",
+                "accuracy_terminated"]
+
+
+def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
+    r0 = records[0]
+    n = len(records)
+    acc, se = _accuracy([r["score"] for r in records])
     full = sum(r["kv"]["full"] for r in records)
     recalls = [r["evidence_recall"] for r in records if r["evidence_recall"] is not None]
+    matches = [r["mode_match"] for r in records if r.get("mode_match") is not None]
     return {
         "task": r0["task"], "family": r0["family"], "length": r0["length"],
-        "policy": r0["policy"], "n": n, "accuracy": acc, "accuracy_se": se,
+        "policy": r0.get("arm") or r0["policy"], "n": n, "accuracy": acc, "accuracy_se": se,
         "cost": sum(r["kv"]["read"] for r in records) / full if full else 1.0,
         "evidence_recall": _mean(recalls),
         "adherence": sum(bool(r["adherent"]) for r in records) / n,
-        "mode_match": sum(bool(r["mode_match"]) for r in records) / n,
+        "mode_match": sum(bool(m) for m in matches) / len(matches) if matches else None,
         "safety_fired": _safety_fired(records),
         "wall_s": sum(r["wall_s"] for r in records),
         "prompt_tokens": sum(r["prompt_tokens"] for r in records) / n,
         "decode_steps": sum(len(r["kv"]["per_step"]) for r in records) / n,
+        "format_failures": (sum(bool(r["format_failure"]) for r in records) / n
+                            if "format_failure" in r0 else None),
+        **paper_stats(records),
     }
 
 
@@ -74,7 +125,7 @@ def summarize(cells: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str
         row["cells"] = len(cs)
         row["n"] = sum(c["n"] for c in cs)
         for m in ("accuracy", "cost", "evidence_recall", "adherence", "mode_match",
-                  "safety_fired"):
+                  "safety_fired", "format_failures", *PAPER_FIELDS):
             row[m] = _mean([c[m] for c in cs if c[m] is not None])
         row["accuracy_se"] = math.sqrt(sum(c["accuracy_se"] ** 2 for c in cs)) / len(cs)
         row["min_n"] = min(c["n"] for c in cs)

@@ -121,12 +121,27 @@ def expand_blocks(runs: list[list[Any]]) -> list[list[int]]:
 def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
                 result: GenerationResult, policy: str, block_size: int,
                 wall_s: float, *, bound_sections: bool | None = None,
-                engine: str | None = None) -> dict[str, Any]:
+                engine: str | None = None, arm: str | None = None) -> dict[str, Any]:
     """One sample's record (module docstring). ``bound_sections``: whether this answer was
     decoded with the section bound (``None``: not known to the caller); ``engine``: the
-    engine's name, so records merged from several runs still say where they were measured."""
+    engine's name, so records merged from several runs still say where they were measured;
+    ``arm``: the arm label (:mod:`dac.eval.arms`) the record's cell runs, else the policy."""
     first = next((e.applied for e in result.events if e.ok), None)
     final = final_directive(result)
+    protocol = getattr(layout, "protocol", "brackets")
+    ideal = sample.directive  # None for a paper source's example: no ideal is known
+    scorer = getattr(sample, "score_answer", None)
+    if scorer is not None:
+        value = scorer(result.answer, result.text, protocol)
+    else:
+        value = score(sample.task, result.answer, sample)
+    if ideal is not None:
+        matches = {"mode_match": (final.mode == ideal.mode) if final else False,
+                   **directive_match(ideal, result.events)}
+    else:
+        matches = dict.fromkeys(("mode_match", "first_exact", "final_exact",
+                                 "focus_union_exact", "first_covers"))
+    extra = sample.extra_fields(result.text, protocol) if hasattr(sample, "extra_fields") else {}
     return {
         "schema": SCHEMA,
         "id": sample.id,
@@ -135,19 +150,19 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
         "length": sample.length,
         "seed": sample.seed,
         "policy": policy,
+        "arm": arm or policy,
         "prompt_tokens": layout.prompt_len,
         "num_sections": layout.num_sections,
         "answers": sample.answers,
-        "ideal_directive": sample.directive.render(),
+        "ideal_directive": ideal.render() if ideal is not None else None,
         "output": result.text,
         "answer": result.answer,
-        "score": score(sample.task, result.answer, sample),
+        "score": value,
         "directives": result.timeline(),
         "adherent": adherent(result),
         "first_mode": first.mode.value if first else None,
         "final_mode": final.mode.value if final else None,
-        "mode_match": (final.mode == sample.directive.mode) if final else False,
-        **directive_match(sample.directive, result.events),
+        **matches,
         "bound_sections": bound_sections,
         "engine": engine,
         "kv": {"read": round(result.kv_read, 3), "full": result.kv_full,
@@ -164,9 +179,10 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
         "generated_tokens": len(result.generated_ids),
         "wall_s": round(wall_s, 4),
         "policy_report": result.policy_report or None,  # e.g. whether "+safety" fired
-        "protocol": getattr(layout, "protocol", "brackets"),
+        "protocol": protocol,
         "stats": result.stats(),  # attended tokens, decode steps, modes, focus, termination
         # per-head policies: per step, the share of layers x KV heads that read each block
         "block_share": [{str(b): v for b, v in sh.items()} for sh in result.block_share]
         or None,
+        **extra,
     }

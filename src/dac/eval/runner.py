@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..tasks import Sample, make_sample
+from .arms import resolve_arm
 from .config import EvalConfig
 from .folder import cell_path, read_cell
 from .metrics import write_metrics
@@ -68,6 +69,11 @@ def prepare_out(out: Path, config: EvalConfig) -> None:
             merged = list(getattr(old, name))
             merged += [x for x in getattr(config, name) if x not in merged]
             setattr(config, name, merged)
+        for name, data in old.sources.items():
+            if config.sources.get(name, data) != data:
+                raise ValueError(f"{out} holds {name} read from {data}, not "
+                                 f"{config.sources[name]}; use another --out")
+        config.sources = {**old.sources, **config.sources}
     payload = {**config.to_dict(), "versions": _versions()}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
@@ -89,14 +95,18 @@ def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
     say = log or (lambda msg: None)
     todo = [(t, n, p) for t in tasks for n in lengths for p in policies
             if not cell_path(out, t, n, p).exists()]
-    skipped = len(tasks) * len(lengths) * len(policies) - len(todo)
+    src_cells = [(name, n, p) for name in config.sources
+                 for n in (config.source_lengths(name)) for p in policies]
+    src_todo = [c for c in src_cells if not cell_path(out, *c).exists()]
+    skipped = len(tasks) * len(lengths) * len(policies) + len(src_cells) - len(todo) - len(
+        src_todo)
     if skipped:
-        say(f"resuming: {skipped} finished cell(s) skipped, {len(todo)} to run")
+        say(f"resuming: {skipped} finished cell(s) skipped, {len(todo) + len(src_todo)} to run")
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(todo) * config.samples, unit="sample", disable=not progress,
-               dynamic_ncols=True)
-    samples: dict[tuple[str, int], list[Sample]] = {}
+    bar = tqdm(total=(len(todo) + len(src_todo)) * config.samples, unit="sample",
+               disable=not progress, dynamic_ncols=True)
+    samples: dict[tuple[str, int], list[Any]] = {}
     try:
         for task, length, policy in todo:
             bar.set_description(f"{task} {length} {policy}")
@@ -107,6 +117,18 @@ def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
                                 for s in config.seeds()]
             _run_cell(engine, config, out, task, length, policy, samples[key], cfg,
                       bar.update)
+        for name, length, policy in src_todo:
+            bar.set_description(f"{name} {policy}")
+            key = (name, length)
+            if key not in samples:
+                samples.clear()
+                samples[key] = source_items(name, config.sources[name], engine.tokenizer,
+                                            config, out, say, length=length)
+                bar.total -= config.samples - len(samples[key])
+                bar.refresh()
+            if samples[key]:
+                _run_cell(engine, config, out, name, length, policy, samples[key], cfg,
+                          bar.update)
     finally:
         bar.close()
     return write_metrics(out)
@@ -120,21 +142,24 @@ def layout_for(sample: Sample, tokenizer: Any, protocol: str = "brackets",
         return sample.layout(tokenizer, **(prompt_options or {}))
     from ..protocol.base import get_protocol
 
-    return get_protocol(protocol).build_prompt(tokenizer, list(sample.sections), sample.question)
+    context = (sample.context_for(protocol) if hasattr(sample, "context_for")
+               else list(sample.sections))
+    return get_protocol(protocol).build_prompt(tokenizer, context, sample.question)
 
 
 def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: PlanConfig,
                 *, max_new_tokens: int, prompt_options: Mapping[str, Any] | None = None,
                 bound_sections: bool = True, batch_size: int = 4,
                 advance: Callable[[int], Any] | None = None,
-                protocol: str = "brackets") -> list[dict[str, Any]]:
+                protocol: str = "brackets", arm: str | None = None) -> list[dict[str, Any]]:
     """Generate for ``samples`` under ``policy`` in batches of ``batch_size``: one record
     (:func:`~dac.eval.records.make_record`) per sample, in order.
 
     ``prompt_options``: the :func:`dac.protocol.build_prompt` options the model was trained
     with; ``bound_sections``: the engine's section bound, recorded per record as applied
     (only policies that read directives are bounded); ``advance`` is called with each
-    batch's size (a progress bar). A record's ``wall_s`` is its batch's time / batch size.
+    batch's size (a progress bar). A record's ``wall_s`` is its batch's time / batch size;
+    ``arm``: the label its records carry (:mod:`dac.eval.arms`; default the policy).
     """
     from ..planning import get_policy
 
@@ -153,21 +178,62 @@ def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: 
                                   bound_sections=bound_sections)
         wall = time.perf_counter() - t0
         records += [make_record(s, lay, ev, res, policy, config.block_size, wall / len(batch),
-                                bound_sections=bounded, engine=name)
+                                bound_sections=bounded, engine=name, arm=arm)
                     for s, lay, ev, res in zip(batch, layouts, evidence, results)]
         if advance is not None:
             advance(len(batch))
     return records
 
 
+def source_items(name: str, data: str, tokenizer: Any, config: EvalConfig, out: Path,
+                 say: Callable[[str], None], *, length: int) -> list[Any]:
+    """The examples of source ``name`` that the run evaluates: those whose context fits
+    ``config.budget`` tokens of the evaluated model's tokenizer, then up to
+    ``config.samples`` drawn with ``config.seed``, the same for every arm. What was dropped
+    is written to ``out/selection/<name>.json`` and said: nothing shrinks an average
+    silently. A RULER source with no data file (``data == ""``) is generated offline at
+    ``length`` tokens."""
+    from .items import SourceItem
+    from .sources import load_source, select
+
+    if data:
+        examples = load_source(name, data)
+    else:
+        examples = load_source(name, None, tokenizer=tokenizer, length=length,
+                               n=config.samples, seed=config.seed)
+    sel = select(examples, tokenizer, config.budget, config.samples, config.seed)
+    tokens = {ex.id: _context_tokens(tokenizer, ex.context) for ex in sel.kept}
+    folder = out / "selection"
+    folder.mkdir(exist_ok=True)
+    payload = {"source": name, "data": str(data), "budget": config.budget,
+               "seed": config.seed, "examples": len(examples),
+               "kept": [[ex.id, tokens[ex.id]] for ex in sel.kept],
+               "dropped_over_budget": [list(d) for d in sel.dropped]}
+    stem = name if data else f"{name}__{length}"
+    tmp = folder / f"{stem}.json.tmp"
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, folder / f"{stem}.json")
+    if sel.dropped:
+        say(f"{name}: {len(sel.dropped)} of {len(examples)} example(s) over the budget of "
+            f"{config.budget} tokens dropped (listed in {folder / (stem + '.json')})")
+    if not sel.kept:
+        say(f"{name}: no example fits the budget of {config.budget} tokens: no cell")
+    return [SourceItem(ex, length, tokens[ex.id]) for ex in sel.kept]
+
+
+def _context_tokens(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: int,
-              policy: str, samples: list[Sample], cfg: PlanConfig,
+              label: str, samples: list[Any], cfg: PlanConfig,
               advance: Callable[[int], Any]) -> None:
-    records = run_samples(engine, samples, policy, cfg, max_new_tokens=config.new_tokens(task),
-                          prompt_options=config.prompt, bound_sections=config.bound_sections,
-                          batch_size=config.batch_size, advance=advance,
-                          protocol=config.protocol)
-    path = cell_path(out, task, length, policy)
+    arm = resolve_arm(label, config.protocol)
+    records = run_samples(engine, samples, arm.policy, cfg, max_new_tokens=config.new_tokens(task),
+                          prompt_options=config.prompt if arm.protocol == "brackets" else None,
+                          bound_sections=config.bound_sections, batch_size=config.batch_size,
+                          advance=advance, protocol=arm.protocol, arm=label)
+    path = cell_path(out, task, length, label)
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w") as f:
         for rec in records:
