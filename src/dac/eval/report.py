@@ -247,9 +247,10 @@ def _acc(r: dict[str, Any], digits: int = 2) -> str:
 def reads_directives(policy: str) -> bool:
     """Whether a policy spec reads the model's directives (adherence means something)."""
     from ..planning import get_policy
+    from .arms import arm_policy
 
     try:
-        return get_policy(policy).reads_directives
+        return get_policy(arm_policy(policy)).reads_directives
     except ValueError:
         return True  # an unknown spec from another version: show what was measured
 
@@ -274,13 +275,21 @@ def write_report(run_dir: str | os.PathLike, *, timelines: int = 3) -> Path:
         name = f"timeline_{i + 1}_{recs[0]['task']}.png"
         plot_timeline(recs, rep / name)
         tl_files.append((name, recs[0]))
+    from .paper_report import section
+
     page = rep / "index.html"
-    page.write_text(_html(config, metrics, tl_files))
+    page.write_text(_html(config, metrics, tl_files, section(out, rep, config)))
     return page
 
 
+def _family_order(family: str) -> int:
+    """The suite's families in their order, then the paper's single/multi-span split."""
+    order = [*FAMILIES, "single", "multi"]
+    return order.index(family) if family in order else len(order)
+
+
 def _html(config: dict[str, Any], metrics: dict[str, Any],
-          timelines: list[tuple[str, dict[str, Any]]]) -> str:
+          timelines: list[tuple[str, dict[str, Any]]], paper: str = "") -> str:
     e = html.escape
     policies = metrics["policies"]
     directed = {p: reads_directives(p) for p in policies}
@@ -295,7 +304,7 @@ def _html(config: dict[str, Any], metrics: dict[str, Any],
         f"<td>{adh(r, 'mode_match')}</td><td>{_fmt(r.get('safety_fired'))}</td>"
         f"<td>{r['wall_s']:.1f}</td></tr>"
         for r in sorted(metrics["by_family"], key=lambda r: (
-            FAMILIES.index(r["family"]), policies.index(r["policy"]))))
+            _family_order(r["family"]), policies.index(r["policy"]))))
     cells = {(c["task"], c["length"], c["policy"]): c for c in metrics["cells"]}
     keys = list(dict.fromkeys((c["task"], c["length"]) for c in metrics["cells"]))
     head = "".join(f"<th colspan=4>{e(p)}</th>" for p in policies)
@@ -314,7 +323,8 @@ def _html(config: dict[str, Any], metrics: dict[str, Any],
     tl = "".join(
         f"<figure><img src='{e(name)}' alt='timeline of {e(r['id'])}'><figcaption>"
         f"{e(r['id'])}: reference answer {e(', '.join(r['answers']))}; ideal directive "
-        f"{e(r['ideal_directive'])}</figcaption></figure>" for name, r in timelines)
+        f"{e(r['ideal_directive'] or 'unknown')}</figcaption></figure>"
+        for name, r in timelines)
     versions = ", ".join(f"{k} {v}" for k, v in config.get("versions", {}).items())
     small = min((c["n"] for c in metrics["cells"]), default=0)
     warn = (f"<p class='warn'><b>Few samples:</b> the smallest cell has {small} sample(s), "
@@ -336,12 +346,13 @@ figure {{ margin: 1.5em 0; }}
 </style></head><body>
 <h1>DAC long-context evaluation</h1>
 <p>model <code>{e(config['model'])}</code> &middot; engine {e(config.get('engine', 'hf'))}
-&middot; {len(config['tasks'])} tasks &middot; lengths {e(', '.join(map(str, config['lengths'])))}
-&middot; policies {e(', '.join(config['policies']))} &middot; samples per cell: {config['samples']}
+&middot; {len(config['tasks'])} tasks, {len(config.get('sources') or {})} sources &middot; lengths {e(', '.join(map(str, config['lengths'])))}
+&middot; arms {e(', '.join(config['policies']))} &middot; samples per cell: {config['samples']}
 &middot; block size {config['plan']['block_size']}
 &middot; focus bounded to existing sections: {"yes" if config.get('bound_sections') else "no"}
 <br><small>{e(versions)}</small></p>
 {warn}
+{paper}
 <h2>Accuracy versus attention cost</h2>
 <img src="accuracy_vs_cost.png" alt="accuracy versus attention cost">
 <h2>Accuracy versus length</h2>
