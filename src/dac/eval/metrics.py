@@ -15,6 +15,9 @@
   response and ``focus_success`` (of attempts), ``non_terminating`` (share of responses that
   hit the token cap) and ``accuracy_terminated`` (accuracy without them);
   ``format_failures``: share of a source's responses with no ``<answer>`` (scored 0).
+* ``scored_by``: "native" (the task's or source's own metric) or the judge model whose
+  verdicts replaced the scores (``dac judge``; only when it judged the whole cell), with
+  ``truncated_verdicts``, the share of its verdicts cut or unreadable (scored 0).
 
 A cell is a task (or paper source) x length (a source's: the selection budget) x arm
 (:mod:`dac.eval.arms`; the ``policy`` key holds the arm's label).
@@ -38,7 +41,8 @@ CELL_FIELDS = ["task", "family", "length", "policy", "n", "accuracy", "accuracy_
                "evidence_recall", "adherence", "mode_match", "safety_fired", "wall_s",
                "prompt_tokens", "decode_steps", "format_failures", "attended_tokens",
                "per_step_ratio", "share_global", "share_focus", "share_local",
-               "focus_attempts", "focus_success", "non_terminating", "accuracy_terminated"]
+               "focus_attempts", "focus_success", "non_terminating", "accuracy_terminated",
+               "scored_by", "truncated_verdicts"]
 
 
 def _mean(xs: list[float]) -> float | None:
@@ -110,6 +114,9 @@ def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
         "decode_steps": sum(len(r["kv"]["per_step"]) for r in records) / n,
         "format_failures": (sum(bool(r["format_failure"]) for r in records) / n
                             if "format_failure" in r0 else None),
+        "scored_by": r0.get("scored_by", "native"),
+        "truncated_verdicts": (sum(r["verdict_truncated"] for r in records) / n
+                               if "verdict_truncated" in r0 else None),
         **paper_stats(records),
     }
 
@@ -136,11 +143,10 @@ def summarize(cells: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str
 
 def collect(out: Path) -> list[dict[str, Any]]:
     """Metrics of every finished cell under ``out/cells``, in the run's configured order."""
-    from .folder import read_cell
+    from .folder import read_scored_cells
 
     cells = []
-    for path in sorted((out / "cells").glob("*.jsonl")):
-        records = read_cell(path)
+    for _, records in read_scored_cells(out):
         if records:
             cells.append(cell_metrics(records))
     cfg_path = out / "config.json"

@@ -37,12 +37,9 @@ def _label(b: float) -> str:
 
 
 def load_records(out: Path) -> list[dict[str, Any]]:
-    from .folder import read_cell
+    from .folder import read_scored_cells
 
-    recs: list[dict[str, Any]] = []
-    for path in sorted((Path(out) / "cells").glob("*.jsonl")):
-        recs += read_cell(path)
-    return recs
+    return [r for _, records in read_scored_cells(out) for r in records]
 
 
 def _arm(r: dict[str, Any]) -> str:

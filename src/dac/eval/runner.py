@@ -123,7 +123,8 @@ def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
             if key not in samples:
                 samples.clear()
                 samples[key] = source_items(name, config.sources[name], engine.tokenizer,
-                                            config, out, say, length=length)
+                                            config, out, say, length=length,
+                                            limit=position_limit(engine))
                 bar.total -= config.samples - len(samples[key])
                 bar.refresh()
             if samples[key]:
@@ -132,6 +133,14 @@ def run_eval(engine: Engine, config: EvalConfig, out: str | os.PathLike, *,
     finally:
         bar.close()
     return write_metrics(out)
+
+
+def position_limit(engine: Any) -> int | None:
+    """The positions the engine's model holds (None: not known)."""
+    from ..engines.support import max_positions
+
+    model = getattr(engine, "model", None)
+    return max_positions(model) if model is not None else getattr(engine, "max_model_len", None)
 
 
 def layout_for(sample: Sample, tokenizer: Any, protocol: str = "brackets",
@@ -186,13 +195,15 @@ def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: 
 
 
 def source_items(name: str, data: str, tokenizer: Any, config: EvalConfig, out: Path,
-                 say: Callable[[str], None], *, length: int) -> list[Any]:
+                 say: Callable[[str], None], *, length: int,
+                 limit: int | None = None) -> list[Any]:
     """The examples of source ``name`` that the run evaluates: those whose context fits
     ``config.budget`` tokens of the evaluated model's tokenizer, then up to
     ``config.samples`` drawn with ``config.seed``, the same for every arm. What was dropped
     is written to ``out/selection/<name>.json`` and said: nothing shrinks an average
     silently. A RULER source with no data file (``data == ""``) is generated offline at
-    ``length`` tokens."""
+    ``length`` tokens. ``limit``: the model's positions; an example whose prompt under some
+    arm's protocol leaves no room for the new tokens is dropped (and listed) too."""
     from .items import SourceItem
     from .sources import load_source, select
 
@@ -202,13 +213,25 @@ def source_items(name: str, data: str, tokenizer: Any, config: EvalConfig, out: 
         examples = load_source(name, None, tokenizer=tokenizer, length=length,
                                n=config.samples, seed=config.seed)
     sel = select(examples, tokenizer, config.budget, config.samples, config.seed)
-    tokens = {ex.id: _context_tokens(tokenizer, ex.context) for ex in sel.kept}
+    tokens = {ex.id: sel.tokens[ex.id] for ex in sel.kept}
+    items = [SourceItem(ex, length, tokens[ex.id]) for ex in sel.kept]
+    too_long = []
+    if limit is not None:  # every arm must see the same examples: drop those any arm can't fit
+        protocols = {resolve_arm(p, config.protocol).protocol for p in config.policies}
+        room = limit - config.new_tokens(name)
+        for it in list(items):
+            worst = max(layout_for(it, tokenizer, proto, config.prompt).prompt_len
+                        for proto in protocols)
+            if worst > room:
+                items.remove(it)
+                too_long.append([it.example.id, worst])
     folder = out / "selection"
     folder.mkdir(exist_ok=True)
     payload = {"source": name, "data": str(data), "budget": config.budget,
                "seed": config.seed, "examples": len(examples),
                "kept": [[ex.id, tokens[ex.id]] for ex in sel.kept],
-               "dropped_over_budget": [list(d) for d in sel.dropped]}
+               "dropped_over_budget": [list(d) for d in sel.dropped],
+               "dropped_prompt_over_model_limit": too_long}
     stem = name if data else f"{name}__{length}"
     tmp = folder / f"{stem}.json.tmp"
     tmp.write_text(json.dumps(payload, indent=1) + "\n")
@@ -216,13 +239,12 @@ def source_items(name: str, data: str, tokenizer: Any, config: EvalConfig, out: 
     if sel.dropped:
         say(f"{name}: {len(sel.dropped)} of {len(examples)} example(s) over the budget of "
             f"{config.budget} tokens dropped (listed in {folder / (stem + '.json')})")
-    if not sel.kept:
-        say(f"{name}: no example fits the budget of {config.budget} tokens: no cell")
-    return [SourceItem(ex, length, tokens[ex.id]) for ex in sel.kept]
-
-
-def _context_tokens(tokenizer: Any, text: str) -> int:
-    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if too_long:
+        say(f"{name}: {len(too_long)} example(s) dropped: the whole prompt of some arm does "
+            f"not fit the model's {limit} positions with {config.new_tokens(name)} new tokens")
+    if not items:
+        say(f"{name}: no example left to evaluate (see {folder}): no cell")
+    return items
 
 
 def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: int,
