@@ -54,13 +54,17 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def table(records: list[dict[str, Any]], arms: list[str]) -> dict[str, Any]:
+def table(records: list[dict[str, Any]], arms: list[str],
+          order: list[str] | None = None) -> dict[str, Any]:
     """Per source and arm: n, accuracy, accuracy without non-terminating responses, attended
-    tokens and decode steps per response, mode shares, focus figures; then the macro row."""
+    tokens and decode steps per response, mode shares, focus figures; then the macro row.
+    Sources in ``order`` (the run's) first."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
         groups[(_source(r), _arm(r))].append(r)
-    sources = list(dict.fromkeys(_source(r) for r in records))
+    seen = set(_source(r) for r in records)
+    sources = [s for s in dict.fromkeys(order or []) if s in seen]
+    sources += sorted(seen - set(sources))
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     for s in sources:
         rows[s] = {}
@@ -242,7 +246,7 @@ def section(out: Path, rep: Path, config: dict[str, Any]) -> str:
     arms = [a for a in arms if any(_arm(r) == a for r in records)]
     if not records or not arms:
         return ""
-    tab = table(records, arms)
+    tab = table(records, arms, [*(config.get("sources") or {}), *config.get("tasks", [])])
     ref = reference_arm(arms)
     head = ("<tr><th rowspan=2>source</th><th rowspan=2>n</th>"
             f"<th colspan={len(arms)}>accuracy (%)</th>"
