@@ -19,7 +19,7 @@ class ScriptedEngine(HFEngine):
         self.calls: list[int] = []  # batch sizes, one per generate call
 
     def generate(self, layouts, *, policy, config, max_new_tokens, evidence=None,
-                 bound_sections=True):
+                 bound_sections=True, sampling=None):
         self.calls.append(len(layouts))
         texts = [self.script(lay) for lay in layouts]
         return generate(self.model, self.tokenizer, layouts, policy=policy, config=config,

@@ -66,3 +66,26 @@ def test_arms_and_policies_together_are_refused(model_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(model_dir), "--arms", "da", "--policies", "full",
                  "--out", str(tmp_path / "x")]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_sampling_presets_and_options():
+    import argparse
+
+    from dac.eval.commands import eval_sampling
+
+    def ns(**kw):
+        base = dict(sampling=None, temperature=None, top_p=None, top_k=None,
+                    presence_penalty=None, seed=3)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert eval_sampling(ns(), {"temperature": 0.5, "do_sample": True}) == {}  # greedy default
+    q = eval_sampling(ns(sampling="qwen"), {})
+    assert q == {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                 "presence_penalty": 1.5, "seed": 3}
+    assert eval_sampling(ns(sampling="qwen", temperature=0), {}) == {}
+    assert eval_sampling(ns(sampling="model"), {"do_sample": False, "temperature": 0.6}) == {}
+    assert eval_sampling(ns(sampling="model"), {"do_sample": True, "temperature": 0.6})[
+        "temperature"] == 0.6
+    assert eval_sampling(ns(top_k=5), {})["top_k"] == 5
+    with pytest.raises(ValueError):
+        eval_sampling(ns(sampling="gemma", top_p=1.5), {})

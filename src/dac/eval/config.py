@@ -128,6 +128,8 @@ class EvalConfig:
     #: the sources' selection: contexts over this many tokens (the evaluated model's
     #: tokenizer) are dropped before drawing ``samples`` examples with ``seed``
     budget: int = DEFAULT_BUDGET
+    #: how tokens are chosen (:class:`dac.runtime.Sampling` as a dict; {}: greedy)
+    sampling: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.tasks = resolve_tasks(self.tasks) if (self.tasks or not self.sources) else []
@@ -155,6 +157,9 @@ class EvalConfig:
         from ..protocol.base import get_protocol
 
         get_protocol(self.protocol)  # a ValueError naming the known ones
+        from ..runtime import Sampling
+
+        self.sampling = Sampling.of(self.sampling or None).to_dict()
 
     @property
     def plan_config(self) -> PlanConfig:
@@ -180,6 +185,7 @@ class EvalConfig:
                 **({"prompt": self.prompt} if self.prompt else {}),
                 **({"protocol": self.protocol} if self.protocol != "brackets" else {}),
                 **({"budget": self.budget} if self.budget != DEFAULT_BUDGET else {}),
+                **({"sampling": self.sampling} if self.sampling.get("do_sample") else {}),
                 **({"weights": self.weights} if self.weights else {})}
 
     def to_dict(self) -> dict[str, Any]:

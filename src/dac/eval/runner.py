@@ -160,7 +160,8 @@ def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: 
                 *, max_new_tokens: int, prompt_options: Mapping[str, Any] | None = None,
                 bound_sections: bool = True, batch_size: int = 4,
                 advance: Callable[[int], Any] | None = None,
-                protocol: str = "brackets", arm: str | None = None) -> list[dict[str, Any]]:
+                protocol: str = "brackets", arm: str | None = None,
+                sampling: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Generate for ``samples`` under ``policy`` in batches of ``batch_size``: one record
     (:func:`~dac.eval.records.make_record`) per sample, in order.
 
@@ -168,7 +169,8 @@ def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: 
     with; ``bound_sections``: the engine's section bound, recorded per record as applied
     (only policies that read directives are bounded); ``advance`` is called with each
     batch's size (a progress bar). A record's ``wall_s`` is its batch's time / batch size;
-    ``arm``: the label its records carry (:mod:`dac.eval.arms`; default the policy).
+    ``arm``: the label its records carry (:mod:`dac.eval.arms`; default the policy);
+    ``sampling``: :class:`dac.runtime.Sampling` fields (``None``: greedy).
     """
     from ..planning import get_policy
 
@@ -184,7 +186,7 @@ def run_samples(engine: Engine, samples: Sequence[Sample], policy: str, config: 
         t0 = time.perf_counter()
         results = engine.generate(layouts, policy=policy, config=config,
                                   max_new_tokens=max_new_tokens, evidence=evidence,
-                                  bound_sections=bound_sections)
+                                  bound_sections=bound_sections, sampling=dict(sampling or {}))
         wall = time.perf_counter() - t0
         records += [make_record(s, lay, ev, res, policy, config.block_size, wall / len(batch),
                                 bound_sections=bounded, engine=name, arm=arm)
@@ -254,7 +256,8 @@ def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: 
     records = run_samples(engine, samples, arm.policy, cfg, max_new_tokens=config.new_tokens(task),
                           prompt_options=config.prompt if arm.protocol == "brackets" else None,
                           bound_sections=config.bound_sections, batch_size=config.batch_size,
-                          advance=advance, protocol=arm.protocol, arm=label)
+                          advance=advance, protocol=arm.protocol, arm=label,
+                          sampling=config.sampling)
     path = cell_path(out, task, length, label)
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w") as f:
