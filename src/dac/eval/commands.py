@@ -13,9 +13,6 @@ from ..commands import add_bound_arg, add_plan_args, add_protocol_arg, plan_conf
 
 #: the engines ``dac eval --engine`` runs on
 ENGINES = ("hf", "fast", "vllm")
-#: tokens a source's prompt adds to its context (the DA instruction is about 1,100, plus a
-#: tool turn per magic chunk): the budget a model's position limit leaves for the context
-PROMPT_OVERHEAD = 2048
 
 
 def add_parser(sub: Any) -> None:
@@ -23,7 +20,8 @@ def add_parser(sub: Any) -> None:
         "eval", help="run the offline long-context suite against policies",
         description="Evaluate a model on the long-context tasks under several attention "
         "policies. Resumable: cells already finished in --out are skipped.")
-    p.add_argument("--model", help="local transformers model directory")
+    p.add_argument("--model", help="a transformers model directory, a .gguf file, a "
+                   "catalog name (dac models list) or a hub id")
     p.add_argument("--tasks", default=None,
                    help="comma list of tasks or families (retrieval, multi, aggregation, "
                    "local); default all (none when --source is given)")
@@ -69,6 +67,16 @@ def add_parser(sub: Any) -> None:
     add_protocol_arg(p)
     add_bound_arg(p)
     add_plan_args(p)
+    g = p.add_argument_group("sampling (default: greedy)")
+    g.add_argument("--temperature", type=float, help="sample at this temperature (0: greedy)")
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--presence-penalty", type=float)
+    g.add_argument("--sampling", choices=["greedy", "model", "qwen", "gemma"], default=None,
+                   help="a preset: greedy; model (the model's generation_config.json); qwen "
+                   "(the paper's: temperature 0.7, top-p 0.8, top-k 20, presence penalty 1.5) "
+                   "or gemma (temperature 1.0, top-p 0.95, top-k 64). A sampled run is seeded "
+                   "with --seed, so it repeats")
     p.set_defaults(handler=run_eval_command)
 
     r = sub.add_parser("report", help="write the HTML report and figures of an eval run",
@@ -123,14 +131,15 @@ def check_fits(engine: Any, config: Any) -> None:
             raise ValueError(f"the model holds {limit} positions; the longest prompts need up "
                              f"to {worst} (length + 5% + new tokens): lower --lengths")
     if any(config.sources.values()):
-        room = limit - config.new_tokens("") - PROMPT_OVERHEAD
+        room = limit - config.new_tokens("")
         if room < 64:
             raise ValueError(f"the model holds {limit} positions: too few for a source's "
                              f"context and its {config.new_tokens('')} new tokens")
         if config.budget > room:
             print(f"dac: the model holds {limit} positions: the sources' budget is lowered "
-                  f"from {config.budget} to {room} tokens (its new tokens and "
-                  f"{PROMPT_OVERHEAD} for the prompt's instructions)", file=sys.stderr)
+                  f"from {config.budget} to {room} tokens (its limit less the new tokens; "
+                  "an example whose whole prompt does not fit is dropped too)",
+                  file=sys.stderr)
             config.budget = room
 
 
@@ -144,6 +153,33 @@ def list_tasks() -> None:
     for r in rows:
         print(f"{r['task']:<{width}}  {r['family']:<11}  {r['ruler'] or '-':<15}  "
               f"{r['description']}")
+
+
+#: the paper's sampling per model family
+SAMPLING_PRESETS = {
+    "greedy": {},
+    "qwen": {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "presence_penalty": 1.5},
+    "gemma": {"temperature": 1.0, "top_p": 0.95, "top_k": 64},
+}
+
+
+def eval_sampling(args: argparse.Namespace, model_default: dict[str, Any]) -> dict[str, Any]:
+    """A run's sampling: the preset (``model``: the model's own), then the options given;
+    a sampled run is seeded with ``--seed`` so that a resumed run repeats."""
+    from ..runtime import Sampling
+
+    preset = args.sampling or "greedy"
+    if preset == "model":
+        own = Sampling.of(model_default or None).to_dict()
+        base = own if own.get("do_sample") else {}
+    else:
+        base = dict(SAMPLING_PRESETS[preset])
+    given = {k: getattr(args, k) for k in ("temperature", "top_p", "top_k", "presence_penalty")
+             if getattr(args, k, None) is not None}
+    merged = {k: v for k, v in {**base, **given}.items() if k != "do_sample"}
+    if merged.get("temperature") == 0 or not merged:
+        return {}
+    return Sampling.of({**merged, "do_sample": True, "seed": args.seed}).to_dict()
 
 
 def list_sources() -> None:
@@ -205,7 +241,7 @@ def source_data(names: list[str], data: list[str]) -> dict[str, str]:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
-    from ..models import load_defaults, weights_fingerprint
+    from ..models import load_defaults, resolve_model, weights_fingerprint
     from ..planning.blocks import PlanConfig
     from .config import EvalConfig, parse_arms, parse_length
     from .runner import run_eval
@@ -228,20 +264,23 @@ def run_eval_command(args: argparse.Namespace) -> int:
         policies = parse_arms(policies)
     tasks = args.tasks if args.tasks is not None else ("" if sources else "all")
     plan_config(args, PlanConfig())  # validate the options before loading anything
-    defaults = load_defaults(args.model) if Path(args.model).is_dir() else None
+    model_dir = resolve_model(args.model)  # a directory, .gguf, catalog name or hub id
+    defaults = load_defaults(model_dir)
     plan = plan_config(args, defaults.plan) if defaults else PlanConfig()
     protocol = args.protocol or (defaults.protocol if defaults else "da")
+    sampling = eval_sampling(args, defaults.sampling if defaults else {})
     config = EvalConfig(model=str(args.model), tasks=tasks, lengths=args.lengths,
                         policies=policies, samples=args.samples, seed=args.seed,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         engine=args.engine, bound_sections=args.bound_sections,
                         plan=dataclasses.asdict(plan),
                         prompt=defaults.prompt if defaults and protocol == "brackets" else {},
-                        weights=weights_fingerprint(args.model), protocol=protocol,
-                        sources=sources, budget=parse_length(args.budget))
+                        weights=weights_fingerprint(model_dir), protocol=protocol,
+                        sources=sources, budget=parse_length(args.budget),
+                        sampling=sampling)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} exists and is not a folder")
-    engine = make_engine(args.engine, args.model, args.device, plan.block_size)
+    engine = make_engine(args.engine, str(model_dir), args.device, plan.block_size)
     check_fits(engine, config)
     t0 = time.perf_counter()
     metrics = run_eval(engine, config, args.out, progress=not args.no_progress,

@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
         "vllm_xargs (e.g. {\"dac_window\": 256}) or a top-level \"dac\" object. Each choice "
         "of a response carries a \"dac\" object (directive timeline, fraction of KV read, "
         "the answer without directives). Arguments after -- go to vLLM unchanged.")
-    p.add_argument("--model", required=True, help="local model directory")
+    p.add_argument("--model", required=True, help="model directory, .gguf file, catalog "
+                   "name (dac models list) or hub id")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--block-size", type=int, default=64,
@@ -43,8 +44,13 @@ def add_parser(sub: Any) -> None:
 
 def vllm_argv(args: argparse.Namespace) -> list[str]:
     """The vLLM server command line for ``dac serve`` arguments (validated)."""
-    model = Path(args.model)
-    if not model.is_dir() or not (model / "config.json").is_file():
+    from ..models import ModelLoadError, resolve_model
+
+    try:
+        model = resolve_model(args.model)  # a directory, .gguf, catalog name or hub id
+    except ModelLoadError as e:
+        raise FileNotFoundError(str(e)) from None
+    if not (model / "config.json").is_file():
         raise FileNotFoundError(f"model directory not found or has no config.json: {args.model}")
     if args.block_size <= 0:
         raise ValueError("--block-size must be positive")
@@ -113,7 +119,7 @@ def check_engine_config(vargs: argparse.Namespace) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     argv = vllm_argv(args)
-    os.environ["DAC_SERVE_TOKENIZER"] = str(args.model)
+    os.environ["DAC_SERVE_TOKENIZER"] = argv[argv.index("--model") + 1]  # resolved
     os.environ["DAC_SERVE_BLOCK_SIZE"] = str(args.block_size)
     os.environ["DAC_SERVE_DEFAULT"] = "1" if getattr(args, "dac_by_default", True) else "0"
     if "--chat-template" in argv:

@@ -78,8 +78,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig.load(args.config)
     out = Path(args.out or Path("runs") / cfg.name)
-    if args.init and not Path(args.init).is_dir():
-        raise FileNotFoundError(f"--init directory not found: {args.init}")
+    init = args.init
+    if init:
+        from ..models import ModelLoadError, resolve_model
+
+        try:
+            init = str(resolve_model(init))  # a directory, .gguf or catalog name
+        except ModelLoadError as e:
+            raise FileNotFoundError(f"--init directory not found: {args.init}"
+                                    if "not found:" in str(e) else f"--init: {e}") from None
     if args.tokenizer and not Path(args.tokenizer).is_dir():
         raise FileNotFoundError(f"--tokenizer directory not found: {args.tokenizer}")
     if args.tokenizer_only:
@@ -97,7 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
         log = lambda rec: print(json.dumps(rec), flush=True)  # noqa: E731
     else:
         log = progress_line
-    train(cfg, out, init=args.init, stages=_stages(args.stages, len(cfg.stages)),
+    train(cfg, out, init=init, stages=_stages(args.stages, len(cfg.stages)),
           device=args.device, workers=args.workers, tokenizer=args.tokenizer, log=log,
           save_dtype=getattr(torch, args.save_dtype))
     print(f"model saved to {out}")
