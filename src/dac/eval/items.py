@@ -6,7 +6,8 @@ has no generator behind it, no ideal directive and no known evidence position, s
 native metric (:mod:`dac.eval.scoring`).
 
 A response with no ``<answer>...</answer>`` under a protocol that asks for one (da, vanilla)
-is a format failure and scores 0, as in the paper; the record says so.
+is a format failure (:func:`format_failure`) and scores 0, as in the paper, for a source's
+example and a suite task alike; the record says so.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 _ANSWER = re.compile(r"<answer\s*>.*?</answer\s*>", re.IGNORECASE | re.DOTALL)
 #: protocols whose prompt asks for the answer inside ``<answer>`` tags
 ANSWER_TAG_PROTOCOLS = ("da", "vanilla")
+
+
+def format_failure(output: str, protocol: str) -> bool:
+    """Whether a response under ``protocol`` lacks the ``<answer>`` its prompt asks for."""
+    return protocol in ANSWER_TAG_PROTOCOLS and not _ANSWER.search(output)
 
 
 @dataclass(frozen=True)
@@ -85,11 +91,8 @@ class SourceItem:
     def evidence_spans(self, layout: PromptLayout) -> list[Span]:
         return []
 
-    def format_failure(self, output: str, protocol: str) -> bool:
-        return protocol in ANSWER_TAG_PROTOCOLS and not _ANSWER.search(output)
-
     def score_answer(self, answer: str, output: str, protocol: str) -> float:
-        if self.format_failure(output, protocol):
+        if format_failure(output, protocol):
             return 0.0
         from .scoring import score_example
 
@@ -99,5 +102,4 @@ class SourceItem:
         """Fields a source record adds: what a judge needs, and the format check."""
         ex = self.example
         return {"source": ex.source, "question": ex.question, "choices": ex.choices,
-                "metric": ex.metric, "context_tokens": self.context_tokens,
-                "format_failure": self.format_failure(output, protocol)}
+                "metric": ex.metric, "context_tokens": self.context_tokens}

@@ -14,7 +14,8 @@
   ``per_step_ratio``, ``share_global/focus/local`` (of decode steps), ``focus_attempts`` per
   response and ``focus_success`` (of attempts), ``non_terminating`` (share of responses that
   hit the token cap) and ``accuracy_terminated`` (accuracy without them);
-  ``format_failures``: share of a source's responses with no ``<answer>`` (scored 0).
+  ``format_failures``: under da or vanilla, the share of responses with no ``<answer>``
+  (scored 0).
 * ``scored_by``: "native" (the task's or source's own metric) or the judge model whose
   verdicts replaced the scores (``dac judge``; only when it judged the whole cell), with
   ``truncated_verdicts``, the share of its verdicts cut or unreadable (scored 0).
@@ -35,6 +36,8 @@ import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
+
+from .items import ANSWER_TAG_PROTOCOLS
 
 SCHEMA = "dac.eval.metrics/1"
 CELL_FIELDS = ["task", "family", "length", "policy", "n", "accuracy", "accuracy_se", "cost",
@@ -112,8 +115,8 @@ def cell_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_s": sum(r["wall_s"] for r in records),
         "prompt_tokens": sum(r["prompt_tokens"] for r in records) / n,
         "decode_steps": sum(len(r["kv"]["per_step"]) for r in records) / n,
-        "format_failures": (sum(bool(r["format_failure"]) for r in records) / n
-                            if "format_failure" in r0 else None),
+        "format_failures": (sum(bool(r.get("format_failure")) for r in records) / n
+                            if r0.get("protocol") in ANSWER_TAG_PROTOCOLS else None),
         "scored_by": r0.get("scored_by", "native"),
         "truncated_verdicts": (sum(r["verdict_truncated"] for r in records) / n
                                if "verdict_truncated" in r0 else None),

@@ -24,6 +24,8 @@ Definitions (also in docs/evaluation.md):
   section in turn; ``False`` when the ideal is not a focus); ``first_covers``, the first
   declaration is a well-formed focus whose sections include the ideal ones (``None`` unless
   the ideal is a focus and the first declaration is a well-formed focus).
+* **format failure**: under a protocol that asks for ``<answer>...</answer>`` (da, vanilla),
+  a response without it; it scores 0, as in the paper, whatever the text holds.
 * **bound_sections**: the answer was decoded with the section bound
   (:mod:`dac.protocol.constraint`), which applies to policies that read directives only.
 """
@@ -36,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from ..protocol.context import PromptLayout, Span
 from ..protocol.grammar import Directive, Mode, ProtocolEvent
 from ..tasks import Sample, score
+from .items import format_failure
 
 if TYPE_CHECKING:  # the report reads records without loading torch
     from ..runtime import GenerationResult
@@ -131,7 +134,10 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
     protocol = getattr(layout, "protocol", "brackets")
     ideal = sample.directive  # None for a paper source's example: no ideal is known
     scorer = getattr(sample, "score_answer", None)
-    if scorer is not None:
+    failed = format_failure(result.text, protocol)
+    if failed:  # the paper's rule: a response that never commits to an answer is wrong
+        value = 0.0
+    elif scorer is not None:
         value = scorer(result.answer, result.text, protocol)
     else:
         value = score(sample.task, result.answer, sample)
@@ -184,5 +190,6 @@ def make_record(sample: Sample, layout: PromptLayout, evidence: list[Span],
         # per-head policies: per step, the share of layers x KV heads that read each block
         "block_share": [{str(b): v for b, v in sh.items()} for sh in result.block_share]
         or None,
+        "format_failure": failed,
         **extra,
     }

@@ -29,9 +29,9 @@ from .models import ChatModel, Completion, Message, strip_thinking
 from .rubrics import Example, RubricAuthor, RubricStore, example_from_record, render_question
 from .rubrics import write_rubrics
 
+from ..items import ANSWER_TAG_PROTOCOLS  # noqa: E402  (protocols that ask for <answer>)
+
 SCHEMA = "dac.eval.verdict/1"
-#: protocols whose prompt asks for the answer inside ``<answer>`` tags
-ANSWER_TAG_PROTOCOLS = ("da", "vanilla")
 _ANSWER = re.compile(r"<answer\s*>(.*?)</answer\s*>", re.IGNORECASE | re.DOTALL)
 _VERDICT = re.compile(r"verdict\s*[:=\-]?\s*[*_`\"'\[]*\s*(pass|fail)\b", re.IGNORECASE)
 _BARE = {"pass": True, "yes": True, "fail": False, "no": False}
