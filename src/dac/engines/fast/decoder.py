@@ -22,7 +22,7 @@ from ...protocol.context import PromptLayout, Span
 from ...runtime import BatchRuntime, GenerationResult, Sampling, check_fits, model_eos_ids
 from ..support import check_supported, model_costs, pad_token_id
 from .quest import DeviceQuest
-from .static import StaticStep
+from .static import LayerCaches, StaticStep
 
 #: what the fast engine computes: plans from directives, and Quest's per-head selection
 #: (on the device); not the oracle (it reads every key) nor the logits a safety net watches
@@ -34,15 +34,19 @@ class FastDecoder:
     """Static-cache, block-sparse, graph-captured greedy decoding of one batch shape.
 
     One decoder serves many generations of up to ``batch_size`` rows and ``max_len`` tokens
-    each. ``kv`` lets several decoders (e.g. one per policy) share one cache.
+    each. ``kv`` lets several decoders (e.g. one per policy) share one cache (a hybrid's
+    global caches and sliding rings; its linear layers' states stay per decoder).
+
+    Hybrids run too: only full-attention layers read the kept blocks (and are counted);
+    sliding-window layers read their window from a ring, Gated DeltaNet layers their state.
     """
 
     def __init__(self, model: Any, *, batch_size: int, max_len: int,
                  policy: str | Policy = "dac", config: PlanConfig | None = None,
                  cuda_graph: bool | None = None, compile_model: bool = False,
                  account: bool = True,
-                 kv: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None):
-        check_supported(model, frozenset({"global"}), engine="the fast engine")
+                 kv: tuple[LayerCaches, LayerCaches] | None = None):
+        check_supported(model, engine="the fast engine")
         self.model = model
         self.policy = get_policy(policy)
         check_policy(self.policy, SUPPORTS, engine="fast", hint=HINT)
@@ -53,7 +57,7 @@ class FastDecoder:
                                cuda_graph=cuda_graph, compile_model=compile_model, kv=kv)
         s = self.step
         if quest:
-            s.quest = DeviceQuest(self.policy, self.config, batch=batch_size, layers=s.n_layers,
+            s.quest = DeviceQuest(self.policy, self.config, batch=batch_size, layers=s.global_ids,
                                   kv_heads=s.hk, query_heads=s.hq, head_dim=s.d,
                                   num_blocks=s.num_blocks, max_len=max_len, dtype=s.dtype,
                                   device=s.device, account=account)
@@ -111,7 +115,9 @@ class FastDecoder:
 
     def _reads(self) -> list[float] | None:
         q = self.step.quest
-        return (q.reads / self.step.n_layers).tolist() if q is not None and self.account else None
+        # averaged over the layers that read the kept blocks, as the reference engine does
+        n = len(self.step.global_ids)
+        return (q.reads / n).tolist() if q is not None and self.account else None
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, tokenizer: Any, layouts: Sequence[PromptLayout], *, max_new_tokens: int = 64,

@@ -22,15 +22,18 @@ from ...planning.policies import QuestPolicy
 class DeviceQuest:
     """Key bounds, the per-row budget and the per-layer selection of one decode batch."""
 
-    def __init__(self, policy: QuestPolicy, config: PlanConfig, *, batch: int, layers: int,
+    def __init__(self, policy: QuestPolicy, config: PlanConfig, *, batch: int,
+                 layers: int | Sequence[int],
                  kv_heads: int, query_heads: int, head_dim: int, num_blocks: int, max_len: int,
                  dtype: torch.dtype, device: torch.device, account: bool = True):
         self.policy, self.config = policy, config
         self.batch, self.hk, self.hq, self.d = batch, kv_heads, query_heads, head_dim
         self.num_blocks = num_blocks
         shape = (batch, kv_heads, num_blocks, head_dim)
-        self.kmin = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.kmax = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        # ``layers``: how many (all global), or which layers select (a hybrid's global ones)
+        ids = range(layers) if isinstance(layers, int) else layers
+        self.kmin = {i: torch.zeros(shape, dtype=dtype, device=device) for i in ids}
+        self.kmax = {i: torch.zeros(shape, dtype=dtype, device=device) for i in ids}
         self.base = torch.zeros(batch, num_blocks, dtype=torch.bool, device=device)
         self.extra = torch.zeros(batch, dtype=torch.long, device=device)
         self._h_extra = torch.zeros(batch, dtype=torch.long)
@@ -43,11 +46,13 @@ class DeviceQuest:
         self.account = account
         self.reads = torch.zeros(batch, dtype=torch.float32, device=device)
 
-    def fill(self, row: int, keys: Sequence[torch.Tensor], length: int) -> None:
+    def fill(self, row: int, keys: Sequence[torch.Tensor | None], length: int) -> None:
         """Bounds of ``row`` from its first ``length`` cached keys (``keys[layer]``:
-        ``[B, Hk, S, d]``), after a prefill."""
+        ``[B, Hk, S, d]``, ``None`` for a layer that does not select), after a prefill."""
         nb = num_blocks(length, self.config.block_size)
         for layer, k in enumerate(keys):
+            if k is None or layer not in self.kmin:
+                continue
             lo, hi = block_bounds(k[row, :, :length], self.config.block_size)
             self.kmin[layer][row, :, :nb] = lo
             self.kmax[layer][row, :, :nb] = hi
