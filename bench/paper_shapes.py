@@ -1,0 +1,321 @@
+"""Decode speed on the paper's model shapes, at serving batch sizes (one GPU call per shape).
+
+    PYTHONUNBUFFERED=1 PYTHONPATH=src python3 bench/paper_shapes.py --shape gemma-4-31b \\
+        --contexts 32768,131072 --batches 1,4,max --out $OUT
+
+Random-weight bf16 models built on the GPU from the published text configs
+(``tests/fixtures/configs/``), or the 8B-shaped Llama. For each context and batch, in one
+process on one cache, interleaved, medians over steps and repetitions:
+
+* ``full``: every block;
+* ``dac-focus``: a scripted ``[[focus S11-S19]]`` over a 100-section context (9% kept, plus the
+  sink, the question window and the response);
+* ``dac-local``: a scripted ``[[local]]`` (sink, question window and response only);
+* ``streaming``: sink + recent window;
+* ``quest``: Quest at a 10% budget (when the engine can share the cache with it).
+
+Per step: GPU time (CUDA events around the graph replay), wall time of the whole step (host
+parsing and planning included), tokens/s for the batch, and the bytes it must read: weights,
+the global layers' KV of the kept blocks, and the fixed read of the sliding-window rings or the
+linear-attention states. The bound is those bytes at the bandwidth measured in the same
+process (a device-to-device copy); ``of_bound`` is the bound over the measured GPU time, and
+``of_bound_speedup`` the measured speed-up over the bound's speed-up, both against ``full``.
+A ``profile`` part splits one eager step's kernels into families (matmul, attention, norms
+and elementwise, copies) with torch.profiler.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dac.costs import cost_constants  # noqa: E402
+from dac.planning.blocks import PlanConfig, tokens_in_blocks  # noqa: E402
+
+T0 = time.time()
+CONFIGS = ROOT / "tests" / "fixtures" / "configs"
+SHAPES = {"gemma-4-31b": CONFIGS / "gemma-4-31b.json",
+          "qwen-3.6-27b": CONFIGS / "qwen-3.6-27b.json", "llama-8b": None}
+LLAMA_8B = dict(model_type="llama", hidden_size=4096, intermediate_size=14336,
+                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                vocab_size=128256, rope_theta=500000.0)
+POLICIES = {"full": "full", "dac-focus": "dac", "dac-local": "dac", "streaming": "streaming",
+            "quest": "quest:budget=0.1"}
+DIRECTIVES = {"dac-focus": "[[focus S11-S19]] ", "dac-local": "[[local]] "}
+
+
+def log(*a: Any) -> None:
+    print(f"[{time.time() - T0:7.1f}s]", *a, flush=True)
+
+
+def build(shape: str, max_pos: int) -> tuple[Any, dict[str, Any]]:
+    """A random-weight bf16 model of ``shape`` on the GPU, and its config dict."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if SHAPES[shape] is None:
+        cfg_d = dict(LLAMA_8B)
+    else:
+        cfg_d = json.loads(SHAPES[shape].read_text())
+    text = dict(cfg_d.get("text_config") or cfg_d)
+    mt = text.pop("model_type")
+    text["max_position_embeddings"] = max_pos
+    cfg = AutoConfig.for_model(mt, **text)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    model.eval().requires_grad_(False)
+    return model, {**text, "model_type": mt}
+
+
+def bandwidth() -> float:
+    """Device-to-device copy bandwidth, bytes/s (read + write counted), median of 10."""
+    a = torch.empty(2 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    ts = []
+    for _ in range(12):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        b.copy_(a)
+        e.record()
+        torch.cuda.synchronize()
+        ts.append(s.elapsed_time(e) / 1e3)
+    del a, b
+    return 2 * (2 << 30) / statistics.median(ts[2:])
+
+
+def weight_bytes(model: Any) -> int:
+    """Bytes a decode step reads of the weights: every parameter, less the input embedding
+    (one row per token) unless it is tied to the output head (then it is read whole)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    emb = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight.data_ptr() == emb.data_ptr()
+    return total if tied else total - emb.numel() * emb.element_size()
+
+
+def layout(ctx: int, n_sections: int = 100) -> Any:
+    from dac.protocol.context import PromptLayout
+
+    step = (ctx - 600) // n_sections
+    secs = [(64 + i * step, 64 + (i + 1) * step) for i in range(n_sections)]
+    return PromptLayout.plain(ctx, secs, question=(secs[-1][1], ctx))
+
+
+def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: int,
+               batch: int, steps: int, reps: int) -> dict[str, Any]:
+    from dac.engines.fast import FastDecoder
+    from dac.models import tiny_tokenizer
+    from dac.planning import SequenceState, get_policy
+    from dac.protocol.detok import IncrementalDetokenizer
+    from dac.protocol.parser import StreamingParser
+
+    cfg = PlanConfig(block_size=64)
+    max_len = ctx + steps + 128
+    t0 = time.time()
+    shared = FastDecoder(model, batch_size=batch, max_len=max_len, policy="full", config=cfg,
+                         account=False)
+    decoders = {name: shared for name in POLICIES if name != "quest"}
+    try:
+        decoders["quest"] = FastDecoder(model, batch_size=batch, max_len=max_len,
+                                        policy=POLICIES["quest"], config=cfg, account=False,
+                                        kv=(shared.k, shared.v))
+    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a hybrid's caches not shared
+        log(f"quest skipped: {str(e)[:200]}")
+    log(f"decoders + graphs for ctx {ctx} batch {batch} in {time.time() - t0:.1f}s")
+    for dec in set(decoders.values()):
+        dec.fill_random([ctx] * batch)
+    tok = tiny_tokenizer()
+    filler = tok("The answer is in the river section, number 4711. ",
+                 add_special_tokens=False)["input_ids"]
+    lay = layout(ctx)
+    rec: dict[str, dict[str, list[float]]] = {p: defaultdict(list) for p in decoders}
+    kept: dict[str, list[float]] = {p: [] for p in decoders}
+
+    def run(name: str) -> None:
+        dec = decoders[name]
+        if dec is shared:
+            dec.policy = get_policy(POLICIES[name])
+        parsers = [StreamingParser(lay.num_sections) for _ in range(batch)]
+        detoks = [IncrementalDetokenizer(tok) for _ in range(batch)]
+        for p in parsers:
+            p.feed(DIRECTIVES.get(name, ""), 0)
+        dec.lengths = [ctx] * batch
+        for i in range(steps):
+            tokid = filler[i % len(filler)]
+            t_a = time.perf_counter()
+            for b in range(batch):
+                parsers[b].feed(detoks[b].push([tokid]), i)
+            states = []
+            for b in range(batch):
+                dec.lengths[b] += 1
+                states.append(SequenceState(lay, parsers[b].current, dec.lengths[b], i))
+            blocks = [dec.policy.plan(st, cfg) for st in states]
+            dec.set_plan(blocks)
+            dec.set_tokens([tokid] * batch)
+            ea, eb = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            ea.record()
+            logits = dec.run_step()
+            eb.record()
+            logits.argmax(-1).tolist()  # the sync a real loop needs to sample
+            t_e = time.perf_counter()
+            if i < 3:
+                continue
+            rec[name]["gpu_us"].append(ea.elapsed_time(eb) * 1e3)
+            rec[name]["step_us"].append((t_e - t_a) * 1e6)
+            if name != "quest":
+                kept[name].append(statistics.mean(
+                    tokens_in_blocks(bl, n, cfg.block_size) for bl, n in zip(blocks, dec.lengths)))
+
+    for _ in range(reps):
+        for name in decoders:
+            run(name)
+    if "quest" in decoders:
+        kept["quest"] = [min(ctx, 0.1 * ctx + cfg.block_size)]
+    kv_tok = consts["global_kv_bytes_per_token"]
+    local = consts["local_bytes_per_step"]
+    res: dict[str, Any] = {"context": ctx, "batch": batch, "policies": {}}
+    for name in decoders:
+        m = {k: statistics.median(v) for k, v in rec[name].items()}
+        toks = statistics.mean(kept[name])
+        parts = {"weights_GB": wbytes / 1e9, "global_kv_GB": batch * toks * kv_tok / 1e9,
+                 "local_GB": batch * local / 1e9}
+        total = sum(parts.values()) * 1e9
+        bound_us = total / bw * 1e6
+        res["policies"][name] = {
+            "gpu_us": round(m["gpu_us"], 1), "step_us": round(m["step_us"], 1),
+            "tokens_per_s": round(batch / (m["step_us"] * 1e-6), 1),
+            "kept_fraction": round(toks / ctx, 4), **{k: round(v, 3) for k, v in parts.items()},
+            "bound_us": round(bound_us, 1), "of_bound": round(bound_us / m["gpu_us"], 3)}
+    full = res["policies"]["full"]
+    for p in res["policies"].values():
+        p["speedup"] = round(full["gpu_us"] / p["gpu_us"], 3)
+        p["bound_speedup"] = round(full["bound_us"] / p["bound_us"], 3)
+        p["of_bound_speedup"] = round(p["speedup"] / p["bound_speedup"], 3)
+    for dec in set(decoders.values()):
+        del dec
+    decoders.clear()
+    del shared
+    torch.cuda.empty_cache()
+    return res
+
+
+def max_batch(consts: dict[str, Any], ctx: int, free: int) -> int:
+    """The largest batch whose caches fit in ``free`` bytes (less a 6 GB margin)."""
+    per_seq = ctx * consts["global_kv_bytes_per_token"] + consts["local_bytes_per_step"]
+    return max(1, int((free - 6e9) // per_seq))
+
+
+def profile_step(model: Any, ctx: int) -> dict[str, Any]:
+    """Kernel families of one eager decode step (no CUDA graph), GPU microseconds."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from dac.engines.fast import FastDecoder
+
+    dec = FastDecoder(model, batch_size=1, max_len=ctx + 64, policy="full",
+                      config=PlanConfig(block_size=64), account=False, cuda_graph=False)
+    dec.fill_random([ctx])
+    dec.lengths = [ctx]
+    for _ in range(3):
+        dec.lengths[0] += 1
+        dec.set_plan([list(range(-(-dec.lengths[0] // 64)))])
+        dec.set_tokens([5])
+        dec.run_step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        dec.lengths[0] += 1
+        dec.set_plan([list(range(-(-dec.lengths[0] // 64)))])
+        dec.set_tokens([5])
+        dec.run_step()
+        torch.cuda.synchronize()
+    fam: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if not t or ev.key.startswith("cuda") or ev.key.startswith("Memcpy") and False:
+            continue
+        k = ev.key.lower()
+        f = ("matmul" if any(s in k for s in ("gemm", "gemv", "matmul", "cutlass", "nvjet"))
+             else "attention" if any(s in k for s in ("flex", "attention", "fmha", "sdpa",
+                                                        "flash"))
+             else "copy" if any(s in k for s in ("copy", "memcpy", "index", "scatter"))
+             else "other (norms, rotary, elementwise)")
+        fam[f] += t
+        count[f] += ev.count
+    del dec
+    torch.cuda.empty_cache()
+    return {"context": ctx, "gpu_us": {k: round(v, 1) for k, v in fam.items()},
+            "kernels": dict(count)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", choices=list(SHAPES), required=True)
+    ap.add_argument("--contexts", default="32768,131072")
+    ap.add_argument("--batches", default="1,4,max")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="also profile one eager step")
+    ap.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"shape": args.shape, "runs": [], "failed": []}
+    path = out / f"paper_shapes_{args.shape}.json"
+
+    def dump() -> None:
+        path.write_text(json.dumps(results, indent=1))
+
+    ctxs = [int(c) for c in args.contexts.split(",")]
+    results["env"] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    results["bandwidth_TBps"] = round(bandwidth() / 1e12, 3)
+    bw = results["bandwidth_TBps"] * 1e12
+    t0 = time.time()
+    model, cfg = build(args.shape, max(ctxs) + 1024)
+    consts = cost_constants(cfg)
+    wbytes = weight_bytes(model)
+    results.update(constants=consts, weights_GB=round(wbytes / 1e9, 3),
+                   build_s=round(time.time() - t0, 1))
+    log(f"{args.shape}: {wbytes / 1e9:.1f} GB of weights read per step; {consts}")
+    dump()
+    if args.profile:
+        try:
+            results["profile"] = profile_step(model, ctxs[0])
+        except Exception as e:
+            results["failed"].append({"profile": f"{type(e).__name__}: {e}"[:1000]})
+            traceback.print_exc()
+        dump()
+    for ctx in ctxs:
+        for b in args.batches.split(","):
+            torch.cuda.empty_cache()
+            free = torch.cuda.mem_get_info()[0]
+            batch = max_batch(consts, ctx, free) if b == "max" else int(b)
+            try:
+                res = run_config(model, consts, wbytes, bw, ctx, batch, args.steps, args.reps)
+                res["batch_kind"] = b
+                results["runs"].append(res)
+                log(json.dumps(res))
+            except Exception as e:
+                results["failed"].append({"context": ctx, "batch": batch,
+                                          "error": f"{type(e).__name__}: {e}"[:1000]})
+                log(f"!! ctx {ctx} batch {batch}: {str(e)[:300]}")
+                traceback.print_exc()
+                torch.cuda.empty_cache()
+            dump()
+    results["wall_s"] = round(time.time() - T0, 1)
+    dump()
+
+
+if __name__ == "__main__":
+    main()
