@@ -181,8 +181,12 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
     for _ in range(reps):
         for name in decoders:
             run(name)
-    if "quest" in decoders:
-        kept["quest"] = [min(ctx, 0.1 * ctx + cfg.block_size)]
+    if "quest" in decoders:  # its dense layers read everything, the others its budget
+        qp = get_policy(POLICIES["quest"])
+        g = max(1, consts["global_layers"])
+        dense = min(g, qp.dense_layers)
+        budget = min(ctx, -(-int(qp.budget * ctx) // cfg.block_size) * cfg.block_size)
+        kept["quest"] = [(dense * ctx + (g - dense) * budget) / g]
     kv_tok = consts["global_kv_bytes_per_token"]
     local = consts["local_bytes_per_step"]
     res: dict[str, Any] = {"context": ctx, "batch": batch, "policies": {}}
@@ -243,7 +247,7 @@ def profile_step(model: Any, ctx: int) -> dict[str, Any]:
     count: dict[str, int] = defaultdict(int)
     for ev in prof.key_averages():
         t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
-        if not t or ev.key.startswith("cuda") or ev.key.startswith("Memcpy") and False:
+        if not t or ev.key.startswith("cuda"):
             continue
         k = ev.key.lower()
         f = ("matmul" if any(s in k for s in ("gemm", "gemv", "matmul", "cutlass", "nvjet"))
