@@ -2,7 +2,8 @@
 
 Tiny random Gemma-3 and Gemma-4 (sliding-window + global layers; Gemma-4's global layers
 with their own head size), Qwen-3.5 (Gated DeltaNet linear attention + gated full attention)
-and gpt-oss (sliding + full, with learned sinks: refused). The reference is independent of
+and gpt-oss (sliding + full, learned sinks, a mixture of experts: the reference engine
+computes its sinks, the fast engine refuses them). The reference is independent of
 the engine: transformers' own decoding loop with an attention function that applies an
 explicit boolean mask in the global layers and leaves every other layer as the model runs it.
 """
@@ -41,10 +42,23 @@ CONFIGS = {
                          linear_conv_kernel_dim=4),
 }
 
+#: learned attention sinks and a mixture of experts: the reference engine computes the sinks;
+#: the fast engine refuses them
+SINK_CONFIGS = {
+    "gpt_oss": dict(COMMON, num_local_experts=4, num_experts_per_tok=2, sliding_window=16,
+                    layer_types=SWA),
+}
+REFERENCE_CONFIGS = {**CONFIGS, **SINK_CONFIGS}
+
 
 def build(name: str) -> Any:
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(AutoConfig.for_model(name, **CONFIGS[name])).eval()
+    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(name,
+                                                                  **REFERENCE_CONFIGS[name]))
+    for m in model.modules():  # random sinks, so that they matter (they start at zero)
+        if isinstance(getattr(m, "sinks", None), torch.nn.Parameter):
+            torch.nn.init.normal_(m.sinks, std=1.0)
+    return model.eval()
 
 
 def layout(n: int = 96) -> PromptLayout:
@@ -71,7 +85,18 @@ _REF: dict[str, Any] = {"keep": None, "global": set()}
 
 def _masked(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
     keep = _REF["keep"]
-    if keep is None or query.shape[2] != 1 or module.layer_idx not in _REF["global"]:
+    masking = keep is not None and query.shape[2] == 1 and module.layer_idx in _REF["global"]
+    if kwargs.get("s_aux") is not None:  # sinks: the model's own eager attention, masked
+        import sys
+
+        eager = sys.modules[type(module).__module__].eager_attention_forward
+        add = torch.zeros(query.shape[0], 1, query.shape[2], key.shape[2])
+        if attention_mask is not None:
+            add = add.masked_fill(~attention_mask.bool(), float("-inf"))
+        if masking:
+            add = add.masked_fill(~keep[:, :, None, :key.shape[2]], float("-inf"))
+        return eager(module, query, key, value, add, dropout=dropout, scaling=scaling, **kwargs)
+    if not masking:
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     return dense_masked_reference(query, key, value, keep[:, :, :key.shape[2]], scaling), None
@@ -130,7 +155,7 @@ def cache_tensors(cache) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(REFERENCE_CONFIGS))
 def test_layer_map_from_the_config(name):
     model = build(name)
     kinds = layer_kinds(model)
@@ -139,7 +164,7 @@ def test_layer_map_from_the_config(name):
     check_supported(model)
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(REFERENCE_CONFIGS))
 def test_keep_all_equals_plain_decoding(name):
     model, lay = build(name), layout()
     ids = torch.tensor([lay.input_ids])
@@ -152,7 +177,7 @@ def test_keep_all_equals_plain_decoding(name):
     assert s.traces[0].fraction == 1.0
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(REFERENCE_CONFIGS))
 def test_random_keep_sets_equal_a_dense_reference_in_the_global_layers_only(name):
     """Same logits at every step, and the same caches afterwards: KV of every attention
     layer, sliding windows, and the linear layers' conv and recurrent states (masking
@@ -175,7 +200,7 @@ def test_random_keep_sets_equal_a_dense_reference_in_the_global_layers_only(name
             torch.testing.assert_close(a[..., :b.shape[-2], :], b, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("name", list(REFERENCE_CONFIGS))
 @pytest.mark.parametrize("policy", ["dac", "streaming", "quest:budget=0.3", "oracle:budget=0.3"])
 def test_every_policy_runs_and_counts_the_global_layers(name, policy):
     model = build(name)
@@ -186,12 +211,22 @@ def test_every_policy_runs_and_counts_the_global_layers(name, policy):
         assert res.fraction < 1.0
 
 
-def test_gpt_oss_sinks_are_refused():
-    cfg = AutoConfig.for_model("gpt_oss", **dict(
-        COMMON, num_local_experts=4, num_experts_per_tok=2, sliding_window=16,
-        layer_types=["sliding_attention", "full_attention"] * 2))
-    with pytest.raises(UnsupportedModelError, match="attention sinks"):
-        check_supported(AutoModelForCausalLM.from_config(cfg))
+def test_gpt_oss_sinks_are_computed_by_the_reference_engine_and_refused_by_the_fast_one():
+    model = build("gpt_oss")
+    check_supported(model, sinks=True)
+    with pytest.raises(UnsupportedModelError, match="attention sinks.*fast engine"):
+        FastDecoder(model, batch_size=1, max_len=256)
+
+
+def test_sinks_matter_in_the_reference():
+    """Without its sinks gpt-oss decodes differently: the reference does compute them."""
+    model, lay = build("gpt_oss"), layout()
+    out, _ = dac_run(model, lay, "full", steps=3)
+    for m in model.modules():
+        if isinstance(getattr(m, "sinks", None), torch.nn.Parameter):
+            m.sinks.data.fill_(-30.0)
+    out2, _ = dac_run(model, lay, "full", steps=3)
+    assert (out.logits[0] - out2.logits[0]).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["gemma3_text", "gemma4_text", "qwen3_5_text"])

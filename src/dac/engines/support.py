@@ -40,13 +40,14 @@ def global_layers(model: Any) -> set[int]:
 
 
 def check_supported(model: Any, kinds: frozenset[str] = ALL_KINDS, *,
-                    engine: str = "the reference engine") -> None:
+                    engine: str = "the reference engine", sinks: bool = True) -> None:
     """Raise :class:`UnsupportedModelError` if DAC decode would not be exact for ``model``.
 
     DAC swaps the attention function of the full-attention (global) decoder layers; sliding-
     window and linear-attention layers of a hybrid run as the model defines them (``kinds``:
-    the layer kinds the calling engine runs). Models whose attention does something that
-    function does not reproduce are refused rather than computed wrongly.
+    the layer kinds the calling engine runs; ``sinks``: whether its kernel computes learned
+    attention sinks). Models whose attention does something that function does not reproduce
+    are refused rather than computed wrongly.
     """
     cfg = _text_config(model.config)
     name = type(model).__name__
@@ -87,10 +88,12 @@ def check_supported(model: Any, kinds: frozenset[str] = ALL_KINDS, *,
         raise UnsupportedModelError(
             f"{name}: no self-attention layers that transformers' attention functions serve "
             "were found")
-    if any(isinstance(getattr(m, "sinks", None), torch.nn.Parameter) for m in modules):
+    if not sinks and any(isinstance(getattr(m, "sinks", None), torch.nn.Parameter)
+                         for m in modules):
         raise UnsupportedModelError(
             f"{name}: learned attention sinks (a per-head logit that takes softmax mass, as in "
-            "gpt-oss) are not computed by the DAC kernels, so decoding would not be exact")
+            f"gpt-oss) are not computed by {engine}, so decoding would not be exact: use the "
+            "reference engine (dac.engines.hf.generate)")
 
 
 def attention_modules(model: Any) -> list[Any]:

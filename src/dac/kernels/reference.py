@@ -12,12 +12,15 @@ import torch.nn.functional as F
 
 
 def attend_kept(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, index: torch.Tensor,
-                valid: torch.Tensor, scaling: float | None) -> torch.Tensor:
+                valid: torch.Tensor, scaling: float | None,
+                sinks: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of decode queries over the KV positions in ``index`` only.
 
     query ``[B, H, q, d]``; key/value ``[B, Hk, N, d]`` (the whole cache, untouched);
     index ``[B, G, P]`` physical positions with ``G`` = 1 (shared by heads) or ``Hk``;
-    valid ``[B, G, P]`` marks real entries (rows are padded to a common ``P``).
+    valid ``[B, G, P]`` marks real entries (rows are padded to a common ``P``);
+    sinks ``[H]``: learned per-head sink logits (gpt-oss) that take part in the softmax and
+    add nothing to the output, as the model's own attention computes them.
     Returns ``[B, q, H, d]`` like transformers' attention functions.
     """
     b, h, _, d = query.shape
@@ -32,8 +35,24 @@ def attend_kept(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ind
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
     mask = valid if g == 1 else valid.repeat_interleave(rep, dim=1)
+    if sinks is not None:
+        return _with_sinks(query, k, v, mask[:, :, None, :], scaling, sinks)
     out = F.scaled_dot_product_attention(query, k, v, attn_mask=mask[:, :, None, :], scale=scaling)
     return out.transpose(1, 2).contiguous()
+
+
+def _with_sinks(query: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+                scaling: float | None, sinks: torch.Tensor) -> torch.Tensor:
+    """Softmax over the kept scores and one sink logit per head; the sink's share is dropped."""
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, k.transpose(2, 3)) * scale
+    scores = scores.masked_fill(~mask, float("-inf"))
+    b, h, q, _ = scores.shape
+    sink = sinks.to(scores.dtype).reshape(1, h, 1, 1).expand(b, h, q, 1)
+    logits = torch.cat([scores, sink], dim=-1)
+    logits = logits - logits.max(dim=-1, keepdim=True).values
+    probs = torch.softmax(logits, dim=-1)[..., :-1].to(v.dtype)
+    return torch.matmul(probs, v).transpose(1, 2).contiguous()
 
 
 def dense_masked_reference(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -46,7 +46,7 @@ class FastDecoder:
                  cuda_graph: bool | None = None, compile_model: bool = False,
                  account: bool = True,
                  kv: tuple[LayerCaches, LayerCaches] | None = None):
-        check_supported(model, engine="the fast engine")
+        check_supported(model, engine="the fast engine", sinks=False)
         self.model = model
         self.policy = get_policy(policy)
         check_policy(self.policy, SUPPORTS, engine="fast", hint=HINT)

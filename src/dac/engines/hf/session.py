@@ -53,12 +53,31 @@ def dac_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tenso
     session = bound(module)
     if not isinstance(session, DACSession) or not session.decoding \
             or module.layer_idx not in session.global_layers:  # sliding: the model's own
+        if kwargs.get("s_aux") is not None:  # learned sinks: the model's own eager attention
+            return _own_eager(module)(module, query, key, value, _additive(attention_mask),
+                                      dropout=dropout, scaling=scaling, **kwargs)
         return sdpa_attention_forward(module, query, key, value, attention_mask,
                                       dropout=dropout, scaling=scaling, **kwargs)
     if query.shape[2] != 1:
         raise RuntimeError("DAC decodes one token per step; multi-token decode steps "
                            "(assisted or speculative generation) are not supported")
     return session.attend(module, query, key, value, scaling), None
+
+
+def _own_eager(module: torch.nn.Module) -> Any:
+    """The eager attention function of the module's own modeling file (it computes sinks)."""
+    import sys
+
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _additive(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """A boolean keep-mask (this implementation's mask format) as eager attention's additive
+    one."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_fill(
+        ~mask, float("-inf"))
 
 
 def register() -> None:
@@ -192,10 +211,12 @@ class DACSession:
     def attend(self, module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                scaling: float | None) -> torch.Tensor:
         self._layers_seen += 1
+        sinks = getattr(module, "sinks", None)
+        extra = {"sinks": sinks} if isinstance(sinks, torch.nn.Parameter) else {}
         if not self.policy.query_aware:
-            return self.kernel(query, key, value, self._index, self._valid, scaling)
+            return self.kernel(query, key, value, self._index, self._valid, scaling, **extra)
         index, valid = self._select(module.layer_idx, query, key, scaling)
-        return self.kernel(query, key, value, index, valid, scaling)
+        return self.kernel(query, key, value, index, valid, scaling, **extra)
 
     def _select(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor,
                 scaling: float | None) -> tuple[torch.Tensor, torch.Tensor]:
