@@ -207,10 +207,11 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
         p["speedup"] = round(full["gpu_us"] / p["gpu_us"], 3)
         p["bound_speedup"] = round(full["bound_us"] / p["bound_us"], 3)
         p["of_bound_speedup"] = round(p["speedup"] / p["bound_speedup"], 3)
-    for dec in set(decoders.values()):
-        del dec
     decoders.clear()
-    del shared
+    del shared, dec
+    import gc
+
+    gc.collect()  # CUDA graphs and their pools are freed only with their decoder
     torch.cuda.empty_cache()
     return res
 
@@ -302,6 +303,9 @@ def main() -> None:
         dump()
     for ctx in ctxs:
         for b in args.batches.split(","):
+            import gc
+
+            gc.collect()
             torch.cuda.empty_cache()
             free = torch.cuda.mem_get_info()[0]
             batch = max_batch(consts, ctx, free) if b == "max" else int(b)

@@ -39,6 +39,14 @@ KERNEL_MASK = "length"
 #: (1 stage, 2 warps) ran 12% slower on an H100 (torch 2.11) than 3 stages / 4 warps, the best
 #: of a sweep (docs/gpu.md, bench/gpu_decode.py ``tune``).
 KERNEL_OPTIONS: dict[str, Any] = {"num_stages": 3, "num_warps": 4}
+#: head sizes above 256 (Gemma-4's global layers: 512) overflow shared memory with those
+#: options; one stage of half-width KV tiles fits
+WIDE_HEAD_OPTIONS: dict[str, Any] = {"num_stages": 1, "num_warps": 8, "BLOCK_N": 32}
+
+
+def kernel_options(head_dim: int) -> dict[str, Any]:
+    """The compiled decode kernel's options for a head size."""
+    return dict(WIDE_HEAD_OPTIONS) if head_dim > 256 else dict(KERNEL_OPTIONS)
 
 #: KV length granularity of a static cache (the flex kernels tile KV by up to 128 tokens).
 CACHE_ALIGN = 128
@@ -234,7 +242,8 @@ def flex_decode(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mas
         # inside a compiled model the outer compile traces flex_attention itself
         fn = flex_attention if torch.compiler.is_compiling() else compiled_flex_attention()
         bm = mask.kernel_block_mask if KERNEL_MASK == "length" else mask.block_mask
-        extra = {"kernel_options": dict(KERNEL_OPTIONS)} if KERNEL_OPTIONS else {}
+        opts = kernel_options(d)
+        extra = {"kernel_options": opts} if opts else {}
     else:
         fn, bm, extra = _eager_flex, mask.block_mask, {}
     g = h // hk
