@@ -206,15 +206,20 @@ def test_unsupported_configurations_are_named():
         return NS(**base)
 
     assert unsupported_reasons(config()) == []
+    assert unsupported_reasons(config(model_config=NS(
+        get_sliding_window=lambda: 64, enforce_eager=True,
+        hf_text_config=NS(layer_types=["sliding_attention", "full_attention"])))) == []
     cases = {
         "speculative": config(speculative_config=object()),
         "async scheduling": config(scheduler_config=NS(async_scheduling=True)),
         "prefix caching": config(cache_config=NS(enable_prefix_caching=True)),
         "sliding-window": config(model_config=NS(get_sliding_window=lambda: 128,
                                                  enforce_eager=True, hf_text_config=NS())),
-        "mixes attention": config(model_config=NS(
-            get_sliding_window=lambda: None, enforce_eager=True,
-            hf_text_config=NS(layer_types=["sliding_attention", "full_attention"]))),
+        # hybrids are served (the full-attention group only is compacted: test_hybrid_vllm.py);
+        # a model without any full-attention layer is not
+        "no full-attention layer": config(model_config=NS(
+            get_sliding_window=lambda: 64, enforce_eager=True,
+            hf_text_config=NS(layer_types=["sliding_attention", "sliding_attention"]))),
         "full CUDA graphs": config(compilation_config=NS(cudagraph_mode=Mode(True))),
     }
     for word, cfg in cases.items():

@@ -14,7 +14,9 @@ pattern and are only defined where those backends import.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -62,24 +64,92 @@ def apply_plans(cm: Any, kernel_block: int) -> Any:
                                        else sl.tolist())))
 
 
-class DACBuilderMixin:
-    """Mixed into a vLLM metadata builder: compact DAC rows, then build as usual."""
+def is_global_layer(layer: Any) -> bool:
+    """A decoder self-attention layer without a window of its own (a full-attention layer)."""
+    return getattr(layer, "sliding_window", None) is None and \
+        getattr(layer, "attn_type", "decoder") == "decoder"  # AttentionType is a str enum
 
-    # the runner may otherwise reuse another group's metadata with only the block table swapped
-    supports_update_block_table = False
+
+def compacts(spec: Any, layers: Any) -> bool:
+    """Whether a metadata builder over ``spec`` and ``layers`` (``Attention`` layers by name)
+    serves full-attention layers only, whose block table DAC may compact.
+
+    False for a sliding-window group (:class:`SlidingWindowSpec`), chunked local attention, a
+    merged spec that carries a window (the hybrid KV-cache manager off: sliding and full layers
+    share one group), any other spec type (MLA, sinks, encoder, cross attention) and a group
+    holding any layer with a window of its own."""
+    from vllm.v1.kv_cache_interface import FullAttentionSpec
+
+    if type(spec) is not FullAttentionSpec:
+        return False
+    if getattr(spec, "sliding_window", None) is not None or \
+            getattr(spec, "attention_chunk_size", None) is not None:
+        return False
+    return bool(layers) and all(is_global_layer(layer) for layer in layers)
+
+
+class DACBuilderMixin:
+    """Mixed into a vLLM metadata builder: compact DAC rows, then build as usual.
+
+    Only a builder whose group holds full-attention layers alone compacts (:func:`compacts`,
+    decided once, in ``__init__``); every other builder (a sliding-window group of a hybrid, or
+    any group :func:`compacts` declines) builds exactly as vLLM's own."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[call-arg]
         from .worker import install_runner_hook
 
         install_runner_hook()  # builders exist only in worker processes
+        self.dac_compacts = False
+        try:
+            from vllm.config import get_layers_from_vllm_config
+            from vllm.model_executor.layers.attention import Attention
+
+            layers = get_layers_from_vllm_config(
+                self.vllm_config, Attention, self.layer_names)  # type: ignore[attr-defined]
+            self.dac_compacts = compacts(self.kv_cache_spec,  # type: ignore[attr-defined]
+                                         [layers[n] for n in self.layer_names  # type: ignore[attr-defined]
+                                          if n in layers])
+        except Exception:  # noqa: BLE001 - unknown layout: never compact
+            logger.exception("DAC: cannot classify the attention group %s; it is read in full",
+                             getattr(self, "layer_names", "?"))
+            self.dac_compacts = False
+        self.dac_trace = os.environ.get("DAC_VLLM_TRACE") or None
+        if self.dac_compacts:
+            # the runner may otherwise reuse another group's metadata with only the block
+            # table swapped (a per-instance override: other builders keep vLLM's choice)
+            self.supports_update_block_table = False
 
     def build(self, common_prefix_len: int, common_attn_metadata: Any,
               fast_build: bool = False) -> Any:
-        cm = apply_plans(common_attn_metadata, self.kv_cache_spec.block_size)  # type: ignore[attr-defined]
-        if cm is not common_attn_metadata:
-            common_prefix_len = 0  # a shared prefix no longer lines up across rows
+        cm = common_attn_metadata
+        if self.dac_compacts:
+            cm = apply_plans(cm, self.kv_cache_spec.block_size)  # type: ignore[attr-defined]
+            if cm is not common_attn_metadata:
+                common_prefix_len = 0  # a shared prefix no longer lines up across rows
+        if self.dac_trace:
+            self._trace(common_attn_metadata, cm)
         return super().build(common_prefix_len, cm, fast_build)  # type: ignore[misc]
+
+    def _trace(self, before: Any, after: Any) -> None:
+        """Debugging aid (``DAC_VLLM_TRACE=FILE``): one JSON line per build -- the group, whether
+        it compacts, and the rows whose block table or length the parent's ``build`` got
+        changed."""
+        spec = self.kv_cache_spec  # type: ignore[attr-defined]
+        changed = []
+        if after is not before:
+            n = int(before.num_reqs)
+            bt0, bt1 = before.block_table_tensor[:n], after.block_table_tensor[:n]
+            sl0, sl1 = before.seq_lens[:n].tolist(), after.seq_lens[:n].tolist()
+            for r in range(n):
+                if sl0[r] != sl1[r] or not bool((bt0[r] == bt1[r]).all()):
+                    changed.append([r, int(sl0[r]), int(sl1[r])])
+        rec = {"pid": os.getpid(), "layers": list(self.layer_names),  # type: ignore[attr-defined]
+               "spec": type(spec).__name__, "window": getattr(spec, "sliding_window", None),
+               "block_size": int(spec.block_size), "compacts": self.dac_compacts,
+               "num_reqs": int(before.num_reqs), "changed": changed}
+        with open(self.dac_trace, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
 
 
 def dac_backend(backend: type, builder: type, module: str) -> tuple[type, type]:

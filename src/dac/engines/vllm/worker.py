@@ -58,6 +58,58 @@ def load_eos(model_config: Any, tokenizer: Any) -> set[int]:
     return eos_token_ids(tokenizer, gen, getattr(model_config, "hf_config", None))
 
 
+@dataclass
+class GroupLayout:
+    """Which attention layers DAC masks in this engine (from its KV-cache groups)."""
+
+    global_layers: list[str]  # full-attention decoder layers (no window of their own)
+    compacted: list[str]  # layers whose metadata builder compacts DAC rows
+    kernel_block: int  # kernel block size of the compacted groups (their lcm)
+    reasons: list[str]
+
+
+def inspect_layout(runner: Any) -> GroupLayout:
+    """Classify the runner's attention layers and metadata builders.
+
+    Every full-attention layer must be served by a builder that compacts (a group of
+    full-attention layers only, :func:`.backends.compacts`); sliding-window layers keep their
+    own groups, built as vLLM builds them, and linear-attention (Mamba-style) groups have
+    builders DAC never touches."""
+    import math
+
+    from vllm.config import get_layers_from_vllm_config
+    from vllm.model_executor.layers.attention import Attention
+
+    from .backends import DACBuilderMixin, is_global_layer
+
+    layers = get_layers_from_vllm_config(runner.vllm_config, Attention)
+    glob = [n for n, lay in layers.items() if is_global_layer(lay)]
+    compacted: list[str] = []
+    kernel = 0
+    for groups in getattr(runner, "attn_groups", None) or []:
+        for group in groups:
+            builders = getattr(group, "metadata_builders", None) or []
+            if builders and all(isinstance(b, DACBuilderMixin) and b.dac_compacts
+                                for b in builders):
+                compacted.extend(group.layer_names)
+                kb = int(builders[0].kv_cache_spec.block_size)
+                kernel = kb if not kernel else kernel * kb // math.gcd(kernel, kb)
+    reasons: list[str] = []
+    if not glob:
+        reasons.append("the model has no full-attention layer (every layer has a sliding "
+                       "window): nothing to mask")
+    missing = [n for n in glob if n not in set(compacted)]
+    if glob and missing:
+        reasons.append(f"{len(missing)} full-attention layer(s) (e.g. {missing[0]}) have no "
+                       "block table of their own that DAC can compact (a KV-cache group shared "
+                       "with sliding-window layers, as with the hybrid KV-cache manager off, or "
+                       "an attention backend without a DAC builder)")
+    if any(getattr(layers[n], "has_sink", False) for n in glob):
+        reasons.append("the full-attention layers have learned attention sinks (gpt-oss): not "
+                       "supported by the vLLM plugin")
+    return GroupLayout(glob, compacted, kernel, reasons)
+
+
 class WorkerState:
     """DAC state of one model runner (one per worker process and rank)."""
 
@@ -67,14 +119,25 @@ class WorkerState:
         self.disabled: dict[str, str] = {}  # req_id -> reason DAC is off for it
         self._tokenizer: Any = None
         self._eos: set[int] | None = None
-        reasons = unsupported_reasons(runner.vllm_config)
-        groups = getattr(getattr(runner, "kv_cache_config", None), "kv_cache_groups", None)
-        if groups is not None and len(groups) > 1:
-            reasons.append("the model has several KV-cache groups (hybrid attention)")
-        self.engine_reasons = reasons
+        self._engine_reasons: list[str] | None = None
         # manager block size: a multiple of the kernel block size, so DAC blocks that are
-        # multiples of it map onto whole kernel blocks
+        # multiples of it map onto whole kernel blocks (refined by the global groups' kernel
+        # block size once the engine is inspected)
         self.block_size = int(runner.vllm_config.cache_config.block_size)
+
+    @property
+    def engine_reasons(self) -> list[str]:
+        """Why this engine cannot serve DAC exactly (computed at the first DAC request, when
+        the KV-cache groups and their metadata builders exist)."""
+        if self._engine_reasons is None:
+            reasons = unsupported_reasons(self.runner.vllm_config)
+            layout = inspect_layout(self.runner)
+            reasons.extend(layout.reasons)
+            if layout.kernel_block:
+                self.block_size = layout.kernel_block
+            self.layout = layout
+            self._engine_reasons = reasons
+        return self._engine_reasons
 
     @property
     def tokenizer(self) -> Any:
