@@ -145,7 +145,7 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
 
     def run(name: str) -> None:
         dec = decoders[name]
-        if dec is shared:
+        if name != "quest":  # the shared decoder: switch its policy
             dec.policy = get_policy(POLICIES[name])
         parsers = [StreamingParser(lay.num_sections) for _ in range(batch)]
         detoks = [IncrementalDetokenizer(tok) for _ in range(batch)]

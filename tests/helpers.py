@@ -28,3 +28,52 @@ def forcing(tokenizer, texts: list[str], layouts) -> dict:
     scripts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     width = max(lay.prompt_len for lay in layouts)
     return {"logits_processor": LogitsProcessorList([ForceText(scripts, width)])}
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_subprocess(cmd: list[str], port: int, log):
+    """Run ``dac serve`` (``cmd``) in its own process group; yield its base URL once /health
+    answers (up to 300 s), and stop the whole group afterwards. A generator for fixtures."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import httpx
+
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dac serve exited ({proc.returncode}):\n"
+                                   + log.read_text()[-3000:])
+            try:
+                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("dac serve did not start in 300 s:\n" + log.read_text()[-3000:])
+            time.sleep(2)
+        yield base
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

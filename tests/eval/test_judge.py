@@ -5,16 +5,13 @@ run through a real OpenAI-compatible server (``dac serve`` on a tiny model)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port, serve_subprocess
 
 from dac.cli import main
 from dac.eval.judge import (Completion, Example, ModelJudge, RubricStore, StubAuthor, StubJudge,
@@ -263,54 +260,21 @@ def test_hf_engine_judge(tmp_path, tiny_dir, capsys):
     _check_plumbing(run, "tiny", "hf:")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_dir, tmp_path_factory):
     """``dac serve`` (vLLM's OpenAI server + DAC) on the tiny model, on loopback."""
     pytest.importorskip("vllm")
-    httpx = pytest.importorskip("httpx")
-    port = _free_port()
+    pytest.importorskip("httpx")
+    port = free_port()
     folder = tmp_path_factory.mktemp("judge-serve")
     log = folder / "server.log"
     template = folder / "chat.jinja"  # the tiny tokenizer has no chat template
     template.write_text("{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}Answer:")
-    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     cmd = [sys.executable, "-m", "dac.cli", "serve", "--model", str(tiny_dir), "--port",
            str(port), "--block-size", "32", "--max-model-len", "2048", "--dtype", "float32",
            "--served-model-name", "tiny-judge", "--", "--max-num-seqs", "8", "--seed", "0",
            "--chat-template", str(template)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"dac serve exited ({proc.returncode}):\n"
-                                   + log.read_text()[-3000:])
-            try:
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("dac serve did not start in 300 s:\n" + log.read_text()[-3000:])
-            time.sleep(2)
-        yield base
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+    yield from serve_subprocess(cmd, port, log)
 
 
 @pytest.mark.slow

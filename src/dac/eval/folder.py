@@ -14,34 +14,21 @@ def cell_path(out: Path, task: str, length: int, policy: str) -> Path:
     return Path(out) / "cells" / f"{task}__{length}__{policy_slug(policy)}.jsonl"
 
 
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write ``rows`` as JSON lines to a temporary name, then rename: a file that exists is
+    complete (a cell's records, a cell's verdicts)."""
+    import os
+
+    tmp = Path(path).with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def read_cell(path: Path) -> list[dict[str, Any]]:
     with Path(path).open() as f:
         return [json.loads(line) for line in f if line.strip()]
 
-
-def read_scored_cells(out: Path) -> list[tuple[Path, list[dict[str, Any]]]]:
-    """Every finished cell's records, with the rubric judge's verdicts in place of the native
-    scores when ``dac judge`` judged the whole cell (:func:`apply_verdicts`)."""
-    from .judge import load_verdicts
-
-    verdicts = load_verdicts(out)
-    cells = []
-    for path in sorted((Path(out) / "cells").glob("*.jsonl")):
-        cells.append((path, apply_verdicts(path.stem, read_cell(path), verdicts)))
-    return cells
-
-
-def apply_verdicts(cell: str, records: list[dict[str, Any]],
-                   verdicts: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records with ``score`` from the judge's verdicts (the native score kept as
-    ``native_score``; ``scored_by`` the judge model) when every record of the cell has one;
-    unchanged, with ``scored_by`` "native", when none or only some do: a cell never mixes
-    the two scorings."""
-    found = [verdicts.get((cell, str(r.get("id")))) for r in records]
-    if not records or not all(found):
-        partial = any(found)
-        return [{**r, "scored_by": "native (partly judged)" if partial else "native"}
-                for r in records]
-    return [{**r, "native_score": r["score"], "score": float(v["score"]),
-             "scored_by": v["judge"]["model"], "verdict_truncated": bool(v.get("truncated"))}
-            for r, v in zip(records, found)]

@@ -12,7 +12,6 @@ example and a suite task alike; the record says so.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,14 +20,15 @@ from ..protocol.context import PromptLayout, Span
 if TYPE_CHECKING:
     from .sources import SourceExample
 
-_ANSWER = re.compile(r"<answer\s*>.*?</answer\s*>", re.IGNORECASE | re.DOTALL)
 #: protocols whose prompt asks for the answer inside ``<answer>`` tags
 ANSWER_TAG_PROTOCOLS = ("da", "vanilla")
 
 
 def format_failure(output: str, protocol: str) -> bool:
     """Whether a response under ``protocol`` lacks the ``<answer>`` its prompt asks for."""
-    return protocol in ANSWER_TAG_PROTOCOLS and not _ANSWER.search(output)
+    from ..protocol.base import has_answer
+
+    return protocol in ANSWER_TAG_PROTOCOLS and not has_answer(output)
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ def summarize(cells: list[dict[str, Any]], by: tuple[str, ...]) -> list[dict[str
 
 def collect(out: Path) -> list[dict[str, Any]]:
     """Metrics of every finished cell under ``out/cells``, in the run's configured order."""
-    from .folder import read_scored_cells
+    from .judge import read_scored_cells
 
     cells = []
     for _, records in read_scored_cells(out):

@@ -37,7 +37,7 @@ def _label(b: float) -> str:
 
 
 def load_records(out: Path) -> list[dict[str, Any]]:
-    from .folder import read_scored_cells
+    from .judge import read_scored_cells
 
     return [r for _, records in read_scored_cells(out) for r in records]
 

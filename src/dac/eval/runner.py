@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..tasks import Sample, make_sample
 from .arms import resolve_arm
 from .config import EvalConfig
-from .folder import cell_path, read_cell
+from .folder import cell_path, read_cell, write_jsonl
 from .metrics import write_metrics
 from .records import make_record
 
@@ -258,11 +258,4 @@ def _run_cell(engine: Engine, config: EvalConfig, out: Path, task: str, length: 
                           bound_sections=config.bound_sections, batch_size=config.batch_size,
                           advance=advance, protocol=arm.protocol, arm=label,
                           sampling=config.sampling)
-    path = cell_path(out, task, length, label)
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w") as f:
-        for rec in records:
-            f.write(json.dumps(rec) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_jsonl(cell_path(out, task, length, label), records)

@@ -92,6 +92,11 @@ _ANSWER_OPEN = re.compile(r"<answer\s*>", re.IGNORECASE)
 _DA_TAG = re.compile(r"</?\s*(?:global|focus|local|answer)\b[^<>]*>", re.IGNORECASE)
 
 
+def has_answer(text: str) -> bool:
+    """Whether a ``da`` or ``vanilla`` response holds a closed ``<answer>...</answer>``."""
+    return _ANSWER.search(text) is not None
+
+
 def extract_answer(text: str) -> str:
     """The scored answer of a ``da`` or ``vanilla`` response.
 
