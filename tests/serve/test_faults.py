@@ -58,12 +58,51 @@ def test_faults_and_load(server, served_model, serve_load):
 
 @pytest.mark.parametrize("with_dac", [False, True])
 def test_a_hung_up_stream_is_aborted(server, served_model, serve_load, with_dac):
-    """A client that closes a long stream after two chunks: the engine stops generating."""
+    """A client that closes a long stream after two chunks: the engine stops generating (in
+    one of up to six hang-ups: see ``quiet_hang_up``)."""
     res = asyncio.run(serve_load.quiet_hang_up(
         server, served_model, dac=serve_load.DAC_OPTS if with_dac else None))
     assert res["outcome"] == "completed", res
     assert res["aborted"] is not None, f"the client stalled in every attempt: {res}"
     assert res["aborted"], res
+
+
+@pytest.mark.parametrize("runs, aborted, n", [([2], True, 1), ([1697, 2], True, 2),
+                                               ([1697] * 6, False, 6)])
+def test_hang_up_attempts_stop_at_the_first_abort(serve_load, served_model, monkeypatch,
+                                                  runs, aborted, n):
+    """The retry logic alone (a fake server): an abort ends the attempts, a server that never
+    aborts fails every one."""
+    total = {"generated": 0.0}
+    queue = list(runs)
+
+    async def counts(http, base):
+        return {"running": 0, "waiting": 0, **total}
+
+    async def hang_up(base, body, timeout):
+        total["generated"] += queue.pop(0)
+        return "completed"
+
+    class Http:
+        def __init__(self, **kw):
+            pass
+
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return None
+
+        async def get(self, url):
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 2048}]},
+                                  request=httpx.Request("GET", url))
+
+    monkeypatch.setattr(serve_load, "engine_counts", counts)
+    monkeypatch.setattr(serve_load, "hang_up", hang_up)
+    monkeypatch.setattr(serve_load.httpx, "AsyncClient", Http)
+    res = asyncio.run(serve_load.quiet_hang_up("http://127.0.0.1:1", served_model))
+    assert res["aborted"] is aborted
+    assert len(res["attempts"]) == n
 
 
 def test_stall_watch_sees_the_process_frozen(serve_load):
