@@ -24,6 +24,15 @@ def table(path: str) -> str:
                 f"{p['global_kv_GB']:.1f} / {p['local_GB']:.2f} | {p['bound_us'] / 1e3:.1f} | "
                 f"{p['of_bound']:.2f} | {p['speedup']:.2f} | {p['bound_speedup']:.2f} | "
                 f"{p['of_bound_speedup']:.2f} |")
+    prof = d.get("profile")
+    if prof:
+        total = sum(prof["gpu_us"].values())
+        lines += ["", f"One eager step at {prof['context'] // 1024}K, batch 1, by kernel family "
+                  f"(torch.profiler; {total / 1e3:.1f} ms of GPU time in all):", "",
+                  "| family | GPU ms | share | kernels |", "|---|---|---|---|"]
+        for fam, us in sorted(prof["gpu_us"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {fam} | {us / 1e3:.1f} | {us / total:.0%} | "
+                         f"{prof['kernels'].get(fam, 0)} |")
     for f in d.get("failed", []):
         lines.append(f"\nnot measured: {f.get('context', '')} batch {f.get('batch', '')}: "
                      f"{str(f.get('error', f))[:160]}")

@@ -36,7 +36,8 @@ def device_of(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def reference(model: Any, ids: list[int], blocks: list[list[int]] | None, steps: int):
+def reference(model: Any, ids: list[int], blocks: list[list[int]] | None, steps: int,
+              bs: int = BS):
     """Logits of transformers' own decode loop over ``ids`` (prefill ``len(ids) - steps``,
     then ``steps`` one-token steps), the global layers masked to ``blocks[t]`` at step ``t``
     (all of them when ``blocks`` is None), and its final cache."""
@@ -56,7 +57,7 @@ def reference(model: Any, ids: list[int], blocks: list[list[int]] | None, steps:
                 if blocks is not None:
                     keep = torch.zeros(1, 1, length, dtype=torch.bool, device=dev)
                     for j in blocks[t]:
-                        keep[..., j * BS:(j + 1) * BS] = True
+                        keep[..., j * bs:(j + 1) * bs] = True
                 _REF["keep"] = keep
                 out = model(input_ids=torch.tensor([[ids[length - 1]]], device=dev),
                             past_key_values=cache, use_cache=True,
@@ -77,14 +78,15 @@ def drive(dec: FastDecoder, prompts: list[list[int]], feed: list[list[int]],
     for t in range(len(feed[0])):
         dec.lengths = [n + 1 for n in dec.lengths]
         blocks = plans[t] if plans is not None else \
-            [list(range(num_blocks(n, BS))) for n in dec.lengths]
+            [list(range(num_blocks(n, dec.config.block_size))) for n in dec.lengths]
         dec.set_plan(blocks)
         dec.set_tokens([f[t] for f in feed])
         out.append(dec.run_step().float().cpu().clone())
     return out
 
 
-def random_plans(lengths: list[int], steps: int, seed: int = 0) -> list[list[list[int]]]:
+def random_plans(lengths: list[int], steps: int, seed: int = 0,
+                 bs: int = BS) -> list[list[list[int]]]:
     """A random third of the blocks per row and step (always the newest block, which holds
     the token being decoded)."""
     g = torch.Generator().manual_seed(seed)
@@ -92,7 +94,7 @@ def random_plans(lengths: list[int], steps: int, seed: int = 0) -> list[list[lis
     for t in range(steps):
         row = []
         for n0 in lengths:
-            nb = num_blocks(n0 + t + 1, BS)
+            nb = num_blocks(n0 + t + 1, bs)
             pick = torch.randperm(nb, generator=g)[:max(1, nb // 3)].tolist()
             row.append(sorted(set(pick) | {nb - 1}))
         plans.append(row)

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from dac.engines.fast import FastDecoder
+from dac.planning.blocks import PlanConfig
+from tests.engines.test_fast_hybrid import (NAMES, SLIDING, WINDOW, drive, greedy, layout,
+                                            random_plans, reference)
 from tests.helpers import IdsTokenizer
-from tests.engines.test_fast_hybrid import (CFG, NAMES, SLIDING, WINDOW, drive, greedy,
-                                            layout, random_plans, reference)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -25,6 +26,10 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 #: bf16 drift by up to ~0.02 from the reference (measured on a CPU)
 TOL = 3e-2
 
+
+#: the compiled kernel reads blocks of 16 tokens or more (the CPU tests' 8 are refused)
+BS = 16
+CFG = PlanConfig(block_size=BS, sink_tokens=16, window=16, local_window=32)
 
 #: the compiled GPU kernels need head sizes of at least 16 per dot operand: the tiny CPU
 #: configs' 16 is too small for FlexAttention's decode kernel, real models use 64-512
@@ -71,8 +76,8 @@ def test_random_keep_sets_equal_the_reference(name):
     model = gpu_model(name)
     ids = layout().input_ids
     toks, _ = greedy(model, ids, 8)
-    plans = random_plans([len(ids)], 7, seed=2)
-    want, _ = reference(model, ids + toks[:7], [p[0] for p in plans], 7)
+    plans = random_plans([len(ids)], 7, seed=2, bs=BS)
+    want, _ = reference(model, ids + toks[:7], [p[0] for p in plans], 7, bs=BS)
     got = drive(decoder(model, 1), [ids], [toks[:7]], plans)
     for a, b in zip(got, want):
         close(a[0], b)
@@ -84,10 +89,10 @@ def test_a_batch_equals_the_reference_per_row(name):
     full = layout().input_ids
     prompts = [full[:90], full[:53]]
     feed = torch.randint(4, 120, (2, 6), generator=torch.Generator().manual_seed(3)).tolist()
-    plans = random_plans([90, 53], 6)
+    plans = random_plans([90, 53], 6, bs=BS)
     got = drive(decoder(model, 2), prompts, feed, plans)
     for r in range(2):
-        want, _ = reference(model, prompts[r] + feed[r], [p[r] for p in plans], 6)
+        want, _ = reference(model, prompts[r] + feed[r], [p[r] for p in plans], 6, bs=BS)
         for a, b in zip(got, want):
             close(a[r], b)
 
@@ -111,7 +116,7 @@ def test_masks_change_reads_never_caches(name):
     prompts = [layout().input_ids[:77]]
     feed = [torch.randint(4, 120, (10,), generator=torch.Generator().manual_seed(5)).tolist()]
     masked = decoder(model, 1)
-    drive(masked, prompts, feed, random_plans([77], 10, seed=9))
+    drive(masked, prompts, feed, random_plans([77], 10, seed=9, bs=BS))
     dense = decoder(model, 1, "full")
     drive(dense, prompts, feed)
     got, want = masked.step.caches(), dense.step.caches()

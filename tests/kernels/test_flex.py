@@ -145,3 +145,28 @@ def test_compiled_gpu_matches_reference(h, hk, d):
     ref = dense_masked_reference(q.float(), k.float(), v.float(),
                                  _dense_keep(blocks, lengths, n, bs).cuda(), None)
     assert ((out - ref).norm() / ref.norm()).item() < 2e-2
+
+
+def test_compiled_kernel_has_room_for_many_shapes(monkeypatch):
+    """A benchmark or server builds many cache shapes in one process: dynamo's default of 8
+    compiled variants would silently drop later ones to the eager kernel (uncapturable)."""
+    import torch._dynamo.config as dynamo_config
+
+    from dac.kernels import flex
+
+    monkeypatch.setattr(flex, "_compiled", None)
+    with dynamo_config.patch(recompile_limit=8):  # restored on exit
+        flex.compiled_flex_attention()
+        assert dynamo_config.recompile_limit >= flex.RECOMPILE_LIMIT >= 32
+
+
+def test_kernel_tiles_fit_the_block_and_small_blocks_are_refused():
+    from dac.kernels.flex import check_kernel_block, kernel_options
+
+    assert kernel_options(512, 16)["BLOCK_N"] == 16  # a wide head's 32-token tiles, cut
+    assert kernel_options(512, 64)["BLOCK_N"] == 32
+    assert "BLOCK_N" not in kernel_options(128, 16)  # inductor clamps its own default
+    check_kernel_block(16)
+    for bad in (8, 48):
+        with pytest.raises(ValueError, match="at least 16"):
+            check_kernel_block(bad)

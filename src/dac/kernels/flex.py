@@ -44,9 +44,25 @@ KERNEL_OPTIONS: dict[str, Any] = {"num_stages": 3, "num_warps": 4}
 WIDE_HEAD_OPTIONS: dict[str, Any] = {"num_stages": 1, "num_warps": 8, "BLOCK_N": 32}
 
 
-def kernel_options(head_dim: int) -> dict[str, Any]:
-    """The compiled decode kernel's options for a head size."""
-    return dict(WIDE_HEAD_OPTIONS) if head_dim > 256 else dict(KERNEL_OPTIONS)
+#: the smallest kept block the compiled kernel can read: its KV tiles (``BLOCK_N``) must
+#: divide the block and Triton's dot products need at least 16 rows
+MIN_KERNEL_BLOCK = 16
+
+
+def kernel_options(head_dim: int, block_size: int | None = None) -> dict[str, Any]:
+    """The compiled decode kernel's options for a head size (KV tiles no wider than a block)."""
+    opts = dict(WIDE_HEAD_OPTIONS) if head_dim > 256 else dict(KERNEL_OPTIONS)
+    if block_size is not None and opts.get("BLOCK_N", 0) > block_size:
+        opts["BLOCK_N"] = block_size
+    return opts
+
+
+def check_kernel_block(block_size: int) -> None:
+    """Refuse, before any compile or capture, a block size the compiled kernel cannot read."""
+    if block_size < MIN_KERNEL_BLOCK or block_size & (block_size - 1):
+        raise ValueError(f"the compiled GPU decode kernel reads blocks of a power of two of at "
+                         f"least {MIN_KERNEL_BLOCK} tokens; got block_size {block_size} "
+                         "(use --block-size 64, the default, or run on the CPU)")
 
 #: KV length granularity of a static cache (the flex kernels tile KV by up to 128 tokens).
 CACHE_ALIGN = 128
@@ -54,10 +70,20 @@ CACHE_ALIGN = 128
 _compiled: Any = None
 
 
+#: compiled variants of ``flex_attention`` a process may hold (one per cache shape, batch,
+#: head size and kernel options); past dynamo's default of 8, it would silently fall back to
+#: the eager kernel, which is slow and cannot be captured in a CUDA graph
+RECOMPILE_LIMIT = 64
+
+
 def compiled_flex_attention() -> Any:
-    """``flex_attention`` compiled once per process (static shapes: no dynamic recompiles)."""
+    """``flex_attention`` compiled once per process (static shapes: no dynamic recompiles;
+    each new shape compiles one more variant, up to :data:`RECOMPILE_LIMIT`)."""
     global _compiled
     if _compiled is None:
+        import torch._dynamo.config as dynamo_config
+
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         _compiled = torch.compile(flex_attention, dynamic=False)
     return _compiled
 
@@ -242,7 +268,7 @@ def flex_decode(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mas
         # inside a compiled model the outer compile traces flex_attention itself
         fn = flex_attention if torch.compiler.is_compiling() else compiled_flex_attention()
         bm = mask.kernel_block_mask if KERNEL_MASK == "length" else mask.block_mask
-        opts = kernel_options(d)
+        opts = kernel_options(d, mask.block_size)
         extra = {"kernel_options": opts} if opts else {}
     else:
         fn, bm, extra = _eager_flex, mask.block_mask, {}

@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AttentionInterface
 
-from ...kernels.flex import KeptBlocks, cache_length, flex_decode, shared_q_len
+from ...kernels.flex import (KeptBlocks, cache_length, check_kernel_block, flex_decode,
+                             shared_q_len)
 from ...runtime import bind, bound
 from ..support import UnsupportedModelError, attention_modules, max_positions
 from .layers import LayerSpec, config_value, layer_specs, text_config
@@ -93,6 +94,8 @@ class StaticStep:
         self.hk, self.d = shapes.pop()
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        if self.device.type == "cuda":
+            check_kernel_block(block_size)
         limit = max_positions(model)
         if limit is not None and max_len > limit:
             raise ValueError(f"max_len {max_len} exceeds the model's {limit} positions")
