@@ -14,14 +14,17 @@ process on one cache, interleaved, medians over steps and repetitions:
 * ``streaming``: sink + recent window;
 * ``quest``: Quest at a 10% budget (when the engine can share the cache with it).
 
-Per step: GPU time (CUDA events around the graph replay), wall time of the whole step (host
-parsing and planning included), tokens/s for the batch, and the bytes it must read: weights,
+Each step runs the fast engine's own loop on scripted tokens (:func:`run_config`). Per step:
+GPU time (CUDA events around the graph replay), wall time from one sampled-token sync to the
+next, the host time the device waits for before each launch (``host_us``, ``host_share``: the
+runtime's parsing and planning, unless the plan made during the previous step was reused,
+``planned_ahead``), tokens/s for the batch, and the bytes it must read: weights,
 the global layers' KV of the kept blocks, and the fixed read of the sliding-window rings or the
 linear-attention states. The bound is those bytes at the bandwidth measured in the same
 process (a device-to-device copy); ``of_bound`` is the bound over the measured GPU time, and
 ``of_bound_speedup`` the measured speed-up over the bound's speed-up, both against ``full``.
 A ``profile`` part splits one eager step's kernels into families (matmul, attention, norms
-and elementwise, copies) with torch.profiler.
+and elementwise, copies) with torch.profiler; ``--compile`` compiles the whole step.
 """
 
 from __future__ import annotations
@@ -114,31 +117,43 @@ def layout(ctx: int, n_sections: int = 100) -> Any:
 
 
 def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: int,
-               batch: int, steps: int, reps: int) -> dict[str, Any]:
+               batch: int, steps: int, reps: int, compile_model: bool = False
+               ) -> dict[str, Any]:
+    """Every policy at one context and batch, interleaved, on one cache (module docstring).
+
+    Each step runs the fast engine's own loop (``FastDecoder.generate``): the runtime parses
+    the step's input tokens and plans, the plan made during the previous step is reused when
+    its inputs held, the forward is launched, the next step is planned while it runs, then
+    the sampled tokens are read (the sync a real loop needs). The tokens are scripted: the
+    policy's directive, then filler text. On a CPU (the tests) GPU time is the forward's wall
+    time."""
     from dac.engines.fast import FastDecoder
     from dac.models import tiny_tokenizer
-    from dac.planning import SequenceState, get_policy
-    from dac.protocol.detok import IncrementalDetokenizer
-    from dac.protocol.parser import StreamingParser
+    from dac.planning import get_policy
+    from dac.runtime import BatchRuntime
 
+    cuda = next(model.parameters()).is_cuda
     cfg = PlanConfig(block_size=64)
-    max_len = ctx + steps + 128
+    tok = tiny_tokenizer()
+    filler = tok("The answer is in the river section, number 4711. ",
+                 add_special_tokens=False)["input_ids"]
+    scripts = {p: tok(DIRECTIVES.get(p, ""), add_special_tokens=False)["input_ids"]
+               for p in POLICIES}
+    skip = 3 + max(len(v) for v in scripts.values())  # warm-up, and the directive complete
+    max_len = ctx + skip + steps + 128
     t0 = time.time()
     shared = FastDecoder(model, batch_size=batch, max_len=max_len, policy="full", config=cfg,
-                         account=False)
+                         account=False, compile_model=compile_model)
     decoders = {name: shared for name in POLICIES if name != "quest"}
     try:
         decoders["quest"] = FastDecoder(model, batch_size=batch, max_len=max_len,
                                         policy=POLICIES["quest"], config=cfg, account=False,
-                                        kv=(shared.k, shared.v))
+                                        compile_model=compile_model, kv=(shared.k, shared.v))
     except (TypeError, ValueError, RuntimeError) as e:  # e.g. a hybrid's caches not shared
         log(f"quest skipped: {str(e)[:200]}")
     log(f"decoders + graphs for ctx {ctx} batch {batch} in {time.time() - t0:.1f}s")
     for dec in set(decoders.values()):
         dec.fill_random([ctx] * batch)
-    tok = tiny_tokenizer()
-    filler = tok("The answer is in the river section, number 4711. ",
-                 add_special_tokens=False)["input_ids"]
     lay = layout(ctx)
     rec: dict[str, dict[str, list[float]]] = {p: defaultdict(list) for p in decoders}
     kept: dict[str, list[float]] = {p: [] for p in decoders}
@@ -147,36 +162,47 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
         dec = decoders[name]
         if name != "quest":  # the shared decoder: switch its policy
             dec.policy = get_policy(POLICIES[name])
-        parsers = [StreamingParser(lay.num_sections) for _ in range(batch)]
-        detoks = [IncrementalDetokenizer(tok) for _ in range(batch)]
-        for p in parsers:
-            p.feed(DIRECTIVES.get(name, ""), 0)
-        dec.lengths = [ctx] * batch
-        for i in range(steps):
-            tokid = filler[i % len(filler)]
+        script = scripts[name] + filler * (1 + (skip + steps) // len(filler))
+        rt = BatchRuntime([lay] * batch, tok, set(), dec.policy, cfg, record_blocks=False)
+        rt.start([ctx] * batch)
+        toks = [script[0]] * batch
+        t_sync = time.perf_counter()
+        for i in range(skip + steps):
             t_a = time.perf_counter()
-            for b in range(batch):
-                parsers[b].feed(detoks[b].push([tokid]), i)
-            states = []
-            for b in range(batch):
-                dec.lengths[b] += 1
-                states.append(SequenceState(lay, parsers[b].current, dec.lengths[b], i))
-            blocks = [dec.policy.plan(st, cfg) for st in states]
-            dec.set_plan(blocks)
-            dec.set_tokens([tokid] * batch)
-            ea, eb = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            ea.record()
+            plans = rt.advance(toks)
+            dec.lengths = list(rt.lengths)
+            if rt.reused:
+                dec.commit_plan()
+            else:
+                dec.set_plan(plans)
+            dec.set_tokens(toks)
+            if cuda:
+                ea, eb = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                ea.record()
+            t_f = time.perf_counter()
             logits = dec.run_step()
-            eb.record()
+            if cuda:
+                eb.record()
+            t_g = time.perf_counter()
+            if max(rt.lengths) < dec.step.cache_len:
+                dec.stage_plan(*rt.plan_ahead())  # hidden behind the forward on a GPU
             logits.argmax(-1).tolist()  # the sync a real loop needs to sample
-            t_e = time.perf_counter()
-            if i < 3:
-                continue
-            rec[name]["gpu_us"].append(ea.elapsed_time(eb) * 1e3)
-            rec[name]["step_us"].append((t_e - t_a) * 1e6)
-            if name != "quest":
-                kept[name].append(statistics.mean(
-                    tokens_in_blocks(bl, n, cfg.block_size) for bl, n in zip(blocks, dec.lengths)))
+            t_s = time.perf_counter()
+            rt.record()
+            toks = [script[i + 1]] * batch
+            if i >= skip:
+                r = rec[name]
+                r["gpu_us"].append(ea.elapsed_time(eb) * 1e3 if cuda else (t_g - t_f) * 1e6)
+                r["step_us"].append((t_s - t_sync) * 1e6)
+                # the device waits from the last sync to this launch: bookkeeping, parsing,
+                # planning (unless made ahead), the plan and token uploads
+                r["host_us"].append((t_f - t_sync) * 1e6)
+                r["reused"].append(float(rt.reused))
+                if name != "quest":
+                    kept[name].append(statistics.mean(
+                        tokens_in_blocks(bl, n, cfg.block_size)
+                        for bl, n in zip(rt.plans, rt.lengths)))
+            t_sync = t_s
 
     for _ in range(reps):
         for name in decoders:
@@ -191,7 +217,7 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
     local = consts["local_bytes_per_step"]
     res: dict[str, Any] = {"context": ctx, "batch": batch, "policies": {}}
     for name in decoders:
-        m = {k: statistics.median(v) for k, v in rec[name].items()}
+        m = {k: statistics.median(v) for k, v in rec[name].items() if k != "reused"}
         toks = statistics.mean(kept[name])
         parts = {"weights_GB": wbytes / 1e9, "global_kv_GB": batch * toks * kv_tok / 1e9,
                  "local_GB": batch * local / 1e9}
@@ -201,7 +227,9 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
             "gpu_us": round(m["gpu_us"], 1), "step_us": round(m["step_us"], 1),
             "tokens_per_s": round(batch / (m["step_us"] * 1e-6), 1),
             "kept_fraction": round(toks / ctx, 4), **{k: round(v, 3) for k, v in parts.items()},
-            "bound_us": round(bound_us, 1), "of_bound": round(bound_us / m["gpu_us"], 3)}
+            "bound_us": round(bound_us, 1), "of_bound": round(bound_us / m["gpu_us"], 3),
+            "host_us": round(m["host_us"], 1), "host_share": round(m["host_us"] / m["step_us"], 4),
+            "planned_ahead": round(statistics.mean(rec[name]["reused"]), 3)}
     full = res["policies"]["full"]
     for p in res["policies"].values():
         p["speedup"] = round(full["gpu_us"] / p["gpu_us"], 3)
@@ -272,11 +300,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="also profile one eager step")
+    ap.add_argument("--compile", action="store_true",
+                    help="compile the whole step (fuses the per-layer norms, rotary, ...)")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"shape": args.shape, "runs": [], "failed": []}
+    results: dict[str, Any] = {"shape": args.shape, "compiled": args.compile, "runs": [],
+                               "failed": []}
     path = out / f"paper_shapes_{args.shape}.json"
 
     def dump() -> None:
@@ -313,7 +344,7 @@ def main() -> None:
                 while True:
                     try:
                         res = run_config(model, consts, wbytes, bw, ctx, batch, args.steps,
-                                         args.reps)
+                                         args.reps, compile_model=args.compile)
                         break
                     except torch.OutOfMemoryError:
                         if b != "max" or batch <= 1:
