@@ -117,8 +117,8 @@ def layout(ctx: int, n_sections: int = 100) -> Any:
 
 
 def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: int,
-               batch: int, steps: int, reps: int, compile_model: bool = False
-               ) -> dict[str, Any]:
+               batch: int, steps: int, reps: int, compile_model: bool = False,
+               policies: list[str] | None = None) -> dict[str, Any]:
     """Every policy at one context and batch, interleaved, on one cache (module docstring).
 
     Each step runs the fast engine's own loop (``FastDecoder.generate``): the runtime parses
@@ -126,7 +126,7 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
     its inputs held, the forward is launched, the next step is planned while it runs, then
     the sampled tokens are read (the sync a real loop needs). The tokens are scripted: the
     policy's directive, then filler text. On a CPU (the tests) GPU time is the forward's wall
-    time."""
+    time. ``policies``: a subset of :data:`POLICIES` (``full`` is always run: the baseline)."""
     from dac.engines.fast import FastDecoder
     from dac.models import tiny_tokenizer
     from dac.planning import get_policy
@@ -144,19 +144,22 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
     t0 = time.time()
     shared = FastDecoder(model, batch_size=batch, max_len=max_len, policy="full", config=cfg,
                          account=False, compile_model=compile_model)
-    decoders = {name: shared for name in POLICIES if name != "quest"}
-    try:
-        decoders["quest"] = FastDecoder(model, batch_size=batch, max_len=max_len,
-                                        policy=POLICIES["quest"], config=cfg, account=False,
-                                        compile_model=compile_model, kv=(shared.k, shared.v))
-    except (TypeError, ValueError, RuntimeError) as e:  # e.g. a hybrid's caches not shared
-        log(f"quest skipped: {str(e)[:200]}")
+    names = ["full"] + [p for p in (policies or POLICIES) if p != "full"]
+    decoders = {name: shared for name in names if name != "quest"}
+    if "quest" in names:
+        try:
+            decoders["quest"] = FastDecoder(model, batch_size=batch, max_len=max_len,
+                                            policy=POLICIES["quest"], config=cfg, account=False,
+                                            compile_model=compile_model, kv=(shared.k, shared.v))
+        except (TypeError, ValueError, RuntimeError) as e:  # e.g. a hybrid's caches not shared
+            log(f"quest skipped: {str(e)[:200]}")
     log(f"decoders + graphs for ctx {ctx} batch {batch} in {time.time() - t0:.1f}s")
     for dec in set(decoders.values()):
         dec.fill_random([ctx] * batch)
     lay = layout(ctx)
     rec: dict[str, dict[str, list[float]]] = {p: defaultdict(list) for p in decoders}
     kept: dict[str, list[float]] = {p: [] for p in decoders}
+    plans_seen: dict[str, list[tuple[list[list[int]], list[int]]]] = defaultdict(list)
 
     def run(name: str) -> None:
         dec = decoders[name]
@@ -186,9 +189,9 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
             t_g = time.perf_counter()
             if max(rt.lengths) < dec.step.cache_len:
                 dec.stage_plan(*rt.plan_ahead())  # hidden behind the forward on a GPU
+            rt.record()  # accounted from the plans while the forward runs, as generate does
             logits.argmax(-1).tolist()  # the sync a real loop needs to sample
             t_s = time.perf_counter()
-            rt.record()
             toks = [script[i + 1]] * batch
             if i >= skip:
                 r = rec[name]
@@ -198,15 +201,17 @@ def run_config(model: Any, consts: dict[str, Any], wbytes: int, bw: float, ctx: 
                 # planning (unless made ahead), the plan and token uploads
                 r["host_us"].append((t_f - t_sync) * 1e6)
                 r["reused"].append(float(rt.reused))
-                if name != "quest":
-                    kept[name].append(statistics.mean(
-                        tokens_in_blocks(bl, n, cfg.block_size)
-                        for bl, n in zip(rt.plans, rt.lengths)))
+                if name != "quest":  # counted after the timed steps
+                    plans_seen[name].append((rt.plans, list(rt.lengths)))
             t_sync = t_s
 
     for _ in range(reps):
         for name in decoders:
             run(name)
+    for name, seen in plans_seen.items():
+        kept[name] = [statistics.mean(tokens_in_blocks(bl, n, cfg.block_size)
+                                      for bl, n in zip(plans, lengths))
+                      for plans, lengths in seen]
     if "quest" in decoders:  # its dense layers read everything, the others its budget
         qp = get_policy(POLICIES["quest"])
         g = max(1, consts["global_layers"])
@@ -302,13 +307,19 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="also profile one eager step")
     ap.add_argument("--compile", action="store_true",
                     help="compile the whole step (fuses the per-layer norms, rotary, ...)")
+    ap.add_argument("--policies", default=",".join(POLICIES),
+                    help="a subset of " + ",".join(POLICIES) + " (full always runs)")
     ap.add_argument("--out", default=os.environ.get("OUT", "bench/results"))
     args = ap.parse_args()
+    policies = args.policies.split(",")
+    unknown = sorted(set(policies) - set(POLICIES))
+    if unknown:
+        ap.error(f"unknown policies {unknown}; choose from {', '.join(POLICIES)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"shape": args.shape, "compiled": args.compile, "runs": [],
                                "failed": []}
-    path = out / f"paper_shapes_{args.shape}.json"
+    path = out / f"paper_shapes_{args.shape}{'_compiled' if args.compile else ''}.json"
 
     def dump() -> None:
         path.write_text(json.dumps(results, indent=1))
@@ -344,7 +355,8 @@ def main() -> None:
                 while True:
                     try:
                         res = run_config(model, consts, wbytes, bw, ctx, batch, args.steps,
-                                         args.reps, compile_model=args.compile)
+                                         args.reps, compile_model=args.compile,
+                                         policies=policies)
                         break
                     except torch.OutOfMemoryError:
                         if b != "max" or batch <= 1:

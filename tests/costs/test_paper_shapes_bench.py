@@ -39,3 +39,15 @@ def test_every_policy_runs_the_engine_loop(ps):
     assert pol["dac-focus"]["planned_ahead"] == 1.0
     for p in pol.values():
         assert 0 < p["host_us"] < p["step_us"] and 0 < p["host_share"] < 1
+
+
+def test_a_subset_of_policies_runs_full_beside_it(ps):
+    from dac.costs import cost_constants
+    from dac.models import tiny_model, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    model = tiny_model("llama", vocab_size=len(tok), hidden=64, heads=2, kv_heads=1,
+                       head_dim=32, seed=0)
+    res = ps.run_config(model, cost_constants(model.config.to_dict()), ps.weight_bytes(model),
+                        1e11, 1200, 1, 2, 1, policies=["dac-local"])
+    assert list(res["policies"]) == ["full", "dac-local"]

@@ -96,3 +96,21 @@ def test_fast_decoder_refusals(llama, tokenizer):
         dec.generate(tokenizer, lay, max_new_tokens=400)
     with pytest.raises(ValueError, match="2 layouts|1 rows"):
         dec.generate(tokenizer, layouts(tokenizer), max_new_tokens=4)
+
+
+def test_the_collector_is_paused_only_while_a_graph_records():
+    import gc
+
+    from dac.engines.fast.static import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()  # a caller that had paused it keeps it paused
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

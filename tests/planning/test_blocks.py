@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dac.planning import PlanConfig, coverage, plan_dac, tokens_in_blocks
 from dac.planning.blocks import normalize, span_blocks
@@ -29,6 +31,17 @@ def test_focus_plan_by_hand():
     assert kept == [0, 2, 3, 5, 6]
     # tokens read: 16 + 16 + 16 + 16 + 9 (partial tail) = 73 of 105
     assert tokens_in_blocks(kept, 105, 16) == 73
+
+
+@given(st.lists(st.integers(-3, 12)) | st.builds(lambda n: list(range(n)), st.integers(0, 12)),
+       st.integers(0, 150), st.sampled_from([1, 7, 16]))
+def test_tokens_in_blocks_equals_the_per_block_sum(blocks, length, bs):
+    # the scan-based count (kept sets within the cache) against the plain per-block sum,
+    # for any list: duplicates, unsorted, negative or past the cache
+    want = sum(max(0, min(bs, length - b * bs)) for b in blocks)
+    assert tokens_in_blocks(blocks, length, bs) == want
+    assert tokens_in_blocks(iter(blocks), length, bs) == want
+    assert tokens_in_blocks(tuple(blocks), length, bs) == want
 
 
 def test_focus_keeps_preamble_when_asked():

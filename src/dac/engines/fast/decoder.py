@@ -158,8 +158,12 @@ class FastDecoder:
             logits = self.run_step()  # asynchronous on a GPU: plan the next step meanwhile
             if max(rt.lengths) < self.step.cache_len:
                 self.stage_plan(*rt.plan_ahead())
+            measured = self.step.quest is not None and self.account
+            if not measured:  # accounted from the plans, also while the forward runs
+                rt.record()
             toks = pick(logits)
-            rt.record(self._reads())
+            if measured:  # Quest's reads are known once the step has run
+                rt.record(self._reads())
         return rt.results(pick.generated)
 
 

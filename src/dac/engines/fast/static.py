@@ -21,6 +21,7 @@ and the whole step (embedding, every layer, cache writes, logits) captured in on
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -58,6 +59,21 @@ def register() -> None:
 #: one K (or V) tensor per decoder layer: the static cache of a global layer, the ring of a
 #: sliding layer, ``None`` for a linear-attention layer or a KV-shared one
 LayerCaches = list["torch.Tensor | None"]
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a CUDA graph records, as vLLM and SGLang do: a
+    collection can run a finalizer that calls CUDA, which invalidates the capture. (On an
+    H200 about one capture in twenty failed at a random kernel of the step; this and the
+    thread-local capture mode are the field's guards against such outside calls.)"""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class StaticStep:
@@ -251,7 +267,8 @@ class StaticStep:
                     self._step_fn()
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: another thread's CUDA call cannot invalidate this capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"), gc_paused():
                 self._logits = self._step_fn()
         self._graph = graph
         torch.cuda.synchronize()
