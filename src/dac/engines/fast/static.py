@@ -63,10 +63,9 @@ LayerCaches = list["torch.Tensor | None"]
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection while a CUDA graph records, as vLLM and SGLang do: a
-    collection can run a finalizer that calls CUDA, which invalidates the capture. (On an
-    H200 about one capture in twenty failed at a random kernel of the step; this and the
-    thread-local capture mode are the field's guards against such outside calls.)"""
+    """No cyclic garbage collection while a CUDA graph records (vLLM and SGLang likewise
+    freeze the collector during capture): a collection can run a finalizer that calls CUDA,
+    which invalidates the capture at whatever kernel happens to be recording."""
     enabled = gc.isenabled()
     gc.disable()
     try:
