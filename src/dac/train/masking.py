@@ -49,13 +49,15 @@ class AnswerMask:
     rows: list[list[int]]
 
 
-def directive_schedule(tokenizer: Any, target_ids: list[int], num_sections: int | None
-                       ) -> list[tuple[int, Directive]]:
+def directive_schedule(tokenizer: Any, target_ids: list[int], num_sections: int | None,
+                       parser: Any = None) -> list[tuple[int, Directive]]:
     """``(i, directive in force)`` for each declaration the inference parser completes while
     ``target_ids`` are generated, ``i`` the index of the token that completes it. The same
-    incremental detokenizer and :class:`~dac.protocol.parser.StreamingParser` as decoding, so a
-    malformed declaration falls back to ``global`` here exactly as it does there."""
-    parser = StreamingParser(num_sections)
+    incremental detokenizer and parser as decoding (``parser``: a protocol's, e.g.
+    ``get_protocol("da").parser(layout)``; default the brackets dialect's
+    :class:`~dac.protocol.parser.StreamingParser`), so a malformed declaration falls back to
+    ``global`` here exactly as it does there."""
+    parser = parser if parser is not None else StreamingParser(num_sections)
     detok = IncrementalDetokenizer(tokenizer)
     out: list[tuple[int, Directive]] = []
     for i, t in enumerate(target_ids):
@@ -166,7 +168,10 @@ def train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         if mask.any_rows:
             b, h, _, d = query.shape
             idx = mask.rows[:, None, :, None].expand(b, h, mask.rows.shape[1], d)
-            fixed = sdpa(query.gather(2, idx), k, v, attn_mask=mask.attend, scale=scaling)
+            # in float32: a few dozen rows, and a bf16 masked kernel's backward is where a
+            # long run's first non-finite gradient came from
+            fixed = sdpa(query.gather(2, idx).float(), k.float(), v.float(),
+                         attn_mask=mask.attend, scale=scaling).to(out.dtype)
             # unused rows point at position 0 (never an answer row) and are masked away
             out = torch.where(mask.answer[:, None, :, None], out.scatter(2, idx, fixed), out)
     return out.transpose(1, 2).contiguous(), None
