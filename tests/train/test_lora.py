@@ -113,3 +113,19 @@ def test_tuning_writes_an_adapter_and_a_merged_model_that_differs_from_the_base(
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert not torch.allclose(m(ids).logits, model(ids).logits, atol=1e-4)
+
+
+def test_the_turn_ends_with_the_template_s_end_of_turn_not_the_eos_name():
+    from pathlib import Path
+
+    from dac.models import tiny_tokenizer
+    from dac.train.da_traces import end_of_turn
+
+    t = tiny_tokenizer(1024)
+    t.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>",
+                                                        "<|endoftext|>"]})
+    t.eos_token = "<|endoftext|>"  # what a GGUF conversion may declare
+    assert end_of_turn(t) == t.convert_tokens_to_ids("<|endoftext|>")  # no template: EOS
+    t.chat_template = (Path(__file__).parents[1] / "protocol" / "templates"
+                       / "qwen3.jinja").read_text()
+    assert end_of_turn(t) == t.convert_tokens_to_ids("<|im_end|>")

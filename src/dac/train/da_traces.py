@@ -65,8 +65,28 @@ class Trace:
 
 
 def end_of_turn(tokenizer: Any) -> int:
-    """The token that ends the assistant's turn: the tokenizer's EOS (``<|im_end|>`` for
-    Qwen), else the smallest EOS id it declares."""
+    """The token that ends the assistant's turn: the special token the chat template writes
+    right after an assistant message (``<|im_end|>`` for Qwen), else the tokenizer's EOS.
+
+    The template, not ``eos_token``, decides: a GGUF conversion may name ``<|endoftext|>``
+    as EOS while the chat closes each turn with ``<|im_end|>``, and a model taught the
+    former keeps writing after the turn wherever only the latter stops generation."""
+    if getattr(tokenizer, "chat_template", None):
+        mark = "\u2063END\u2063"
+        try:
+            text = tokenizer.apply_chat_template(
+                [{"role": "user", "content": "x"}, {"role": "assistant", "content": mark}],
+                tokenize=False)
+        except Exception:  # a template that cannot render a finished turn: fall back
+            text = ""
+        if mark in text:
+            tail = tokenizer(text[text.index(mark) + len(mark):],
+                             add_special_tokens=False)["input_ids"]
+            special = set(tokenizer.all_special_ids) | {
+                i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+            for t in tail:
+                if t in special:
+                    return int(t)
     if tokenizer.eos_token_id is not None:
         return int(tokenizer.eos_token_id)
     ids = eos_token_ids(tokenizer)
