@@ -31,8 +31,9 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">"]
 COLORS = plt.get_cmap("tab10").colors
 #: below this many samples per cell the page warns that differences are mostly noise
 MIN_SAMPLES = 20
-FAMILY_TITLES = {"retrieval": "single-region retrieval", "multi": "multi-region",
-                 "aggregation": "global aggregation", "local": "local / recent"}
+FAMILY_TITLES = {"retrieval": "single-region retrieval", "reworded": "retrieval in other words",
+                 "multi": "multi-region", "aggregation": "global aggregation",
+                 "local": "local / recent"}
 
 
 def _style(policies: list[str]) -> dict[str, dict[str, Any]]:
@@ -45,7 +46,8 @@ def plot_accuracy_vs_cost(metrics: dict[str, Any], path: Path) -> None:
     style = _style(policies)
     fams = [f for f in FAMILIES if any(r["family"] == f for r in metrics["by_family"])]
     panels = [("all tasks", metrics["by_policy"])] + [
-        (FAMILY_TITLES[f], [r for r in metrics["by_family"] if r["family"] == f]) for f in fams]
+        (FAMILY_TITLES.get(f, f), [r for r in metrics["by_family"] if r["family"] == f])
+        for f in fams]
     ncol = min(3, len(panels))
     nrow = -(-len(panels) // ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.0 * nrow), squeeze=False)
@@ -112,7 +114,7 @@ def plot_accuracy_by_length(metrics: dict[str, Any], path: Path) -> None:
         ax.set_ylim(-0.03, 1.05)
         ax.set_xlabel("prompt length (tokens)")
         ax.set_ylabel("accuracy")
-        ax.set_title(FAMILY_TITLES[fam], fontsize=10)
+        ax.set_title(FAMILY_TITLES.get(fam, fam), fontsize=10)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
