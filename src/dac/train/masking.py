@@ -168,8 +168,8 @@ def train_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
         if mask.any_rows:
             b, h, _, d = query.shape
             idx = mask.rows[:, None, :, None].expand(b, h, mask.rows.shape[1], d)
-            # in float32: a few dozen rows, and a bf16 masked kernel's backward is where a
-            # long run's first non-finite gradient came from
+            # in float32: only a few dozen rows, so full precision for the masked softmax
+            # and its gradient costs little
             fixed = sdpa(query.gather(2, idx).float(), k.float(), v.float(),
                          attn_mask=mask.attend, scale=scaling).to(out.dtype)
             # unused rows point at position 0 (never an answer row) and are masked away
