@@ -19,17 +19,10 @@ import json
 import random
 from pathlib import Path
 
+from dac.tasks.reworded import HELD_OUT_WORDINGS
 from dac.tasks.sources import distinct_keys, number, prose
 
-NEEDLES = [
-    ("{key}'s locker combination is {value}.", "What is the locker combination of {key}?"),
-    ("Remember this: the code that opens the {key} vault is {value}.",
-     "Which code opens the {key} vault?"),
-    ("For the record, agent {key} was assigned badge {value}.",
-     "Which badge was agent {key} assigned?"),
-    ("The shipment labelled {key} weighed exactly {value} grams.",
-     "How many grams did the shipment labelled {key} weigh?"),
-]
+NEEDLES = list(HELD_OUT_WORDINGS)
 
 
 def make(n: int, words: int, seed: int) -> list[dict[str, object]]:

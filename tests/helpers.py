@@ -77,3 +77,16 @@ def serve_subprocess(cmd: list[str], port: int, log):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def one_line(capsys, rc: int) -> str:
+    """The one-line error a CLI call printed (exit status 2, ``dac: error: ...`` last)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err and err[-1].startswith("dac: error: ")
+    return err[-1]
+
+
+def leftovers(root) -> list[str]:
+    """The names in a folder (none if it does not exist): what a failed fetch left."""
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []

@@ -20,6 +20,7 @@ from dac.catalog import adapter as adapter_mod
 from dac.catalog.entries import ADAPTERS, CATALOG
 from dac.catalog.fetch import FetchError, fetch, fetch_adapted, is_ready
 from dac.cli import main
+from tests.helpers import leftovers, one_line
 from dac.models import ModelLoadError, load, resolve_model
 
 pytest.importorskip("peft")
@@ -76,17 +77,6 @@ def setup(tmp_path, monkeypatch, tokenizer):
     (folder / "README.md").write_text("# dac-qwen-0.5b\n\nthe model card\n")
     monkeypatch.setattr(adapter_mod, "ADAPTER_ROOT", assets)
     return {"root": root, "base": base, "adapter": folder}
-
-
-def one_line(capsys, rc):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2
-    assert err and err[-1].startswith("dac: error: ")
-    return err[-1]
-
-
-def leftovers(root):
-    return sorted(p.name for p in root.iterdir())
 
 
 def test_the_entry_names_a_catalog_base_and_the_packaged_folder():

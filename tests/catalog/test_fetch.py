@@ -9,21 +9,11 @@ import pytest
 from dac.catalog import fetch as fetch_mod
 from dac.catalog.fetch import FetchError, fetch
 from dac.cli import main
+from tests.helpers import leftovers, one_line
 
 
 def get(catalog, name, *extra):
     return main(["models", "get", name, "--find-links", catalog["find_links"], *extra])
-
-
-def one_line(capsys, rc):
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2
-    assert err and err[-1].startswith("dac: error: ")
-    return err[-1]
-
-
-def leftovers(root):
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
 def test_get_assembles_checks_converts_and_prints_the_path(catalog, capsys):

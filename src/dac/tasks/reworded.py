@@ -56,6 +56,8 @@ HELD_OUT_WORDINGS: tuple[Wording, ...] = (
 )
 
 DISTRACTORS = 3
+#: the tasks a fine-tune must not see (their wordings, or their corpus, are held out)
+HELD_OUT_TASKS = ("niah_heldout", "niah_heldout_essays")
 
 
 def _draft(rng: random.Random, n: int, wordings: tuple[Wording, ...], corpus: str) -> Draft:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from ..tasks import make_sample, resolve_tasks
+from ..tasks.reworded import HELD_OUT_TASKS
 from .da_traces import Trace, da_response, make_trace
 
 #: what the adapter trains: every projection of every decoder layer
@@ -137,7 +138,7 @@ def train(base: str | Path, out: str | Path, *, tasks: str = DEFAULT_TASKS,
 
     base, out = Path(base), Path(out)
     names = resolve_tasks(tasks)
-    held = [n for n in names if n.startswith("niah_heldout")]
+    held = [n for n in names if n in HELD_OUT_TASKS]
     if held:
         raise ValueError(f"{', '.join(held)} are held out of training")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
